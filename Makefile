@@ -1,0 +1,48 @@
+# Meltemi: build, test, benchmark.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+FUZZTIME ?= 30s
+
+# Every fuzz target as package:Target, run with their seed corpus by `make test` and fuzzed by `make fuzz`.
+FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' codec proxy 2>/dev/null | \
+	xargs -r grep -H -o '^func Fuzz[A-Za-z0-9_]*' | sed 's|/[^/]*_test.go:func |:|' | sort -u)
+
+.PHONY: all build test unit e2e vet fuzz bench bench-codec clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/meltemi ./cmd/meltemi
+
+## test: everything the project has — vet, unit tests (race detector on, fuzz seed corpora included), e2e
+## tests against real peers.
+test: vet unit e2e
+
+vet:
+	$(GO) vet ./...
+	cd test/e2e && $(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+e2e:
+	cd test/e2e && $(GO) test -count=1 -timeout 15m ./...
+
+## fuzz: run every fuzz target for FUZZTIME each.
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzzing $$name in ./$$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
+
+## bench: codec micro-benchmarks, then the direct / floor / one-hop table.
+bench: bench-codec
+	$(GO) run ./bench/cmd/dubbobench run
+
+bench-codec:
+	$(GO) test -run '^$$' -bench . -benchmem ./codec/...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,234 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// readBufSize is the size of a pooled read buffer. Frames larger than that get a buffer of their own for as
+// long as they take to arrive.
+const readBufSize = 16 << 10
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// frameReader reads a connection's bytes into a pooled buffer that it gives back whenever it holds no
+// unprocessed bytes, so an idle connection holds no buffer at all: with a raw socket it waits for the socket
+// to become readable before taking one.
+type frameReader struct {
+	conn net.Conn
+	raw  syscall.RawConn // nil when conn is not a socket (tests over net.Pipe)
+	buf  *[]byte
+	r, w int
+}
+
+func newFrameReader(conn net.Conn) *frameReader {
+	fr := &frameReader{conn: conn}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			fr.raw = raw
+		}
+	}
+	return fr
+}
+
+// data returns the bytes read and not yet consumed.
+func (fr *frameReader) data() []byte {
+	if fr.buf == nil {
+		return nil
+	}
+	return (*fr.buf)[fr.r:fr.w]
+}
+
+// consume drops n bytes from the front of data.
+func (fr *frameReader) consume(n int) {
+	fr.r += n
+	if fr.r == fr.w {
+		fr.r, fr.w = 0, 0
+	}
+}
+
+// release gives the buffer back when it holds nothing worth keeping.
+func (fr *frameReader) release() {
+	if fr.buf == nil || fr.r != fr.w {
+		return
+	}
+	if cap(*fr.buf) == readBufSize {
+		readBufs.Put(fr.buf)
+	}
+	fr.buf, fr.r, fr.w = nil, 0, 0
+}
+
+// reserve makes room for a frame of need bytes (or just some more bytes when need is 0).
+func (fr *frameReader) reserve(need int) {
+	if fr.buf == nil {
+		if need <= readBufSize {
+			fr.buf = readBufs.Get().(*[]byte)
+		} else {
+			b := make([]byte, need)
+			fr.buf = &b
+		}
+		return
+	}
+	b := *fr.buf
+	pending := fr.w - fr.r
+	if need < pending+1 {
+		need = pending + 1
+	}
+	if fr.r+need <= len(b) {
+		return
+	}
+	if need <= len(b) {
+		copy(b, b[fr.r:fr.w])
+	} else {
+		nb := make([]byte, max(need, 2*len(b)))
+		copy(nb, b[fr.r:fr.w])
+		if cap(b) == readBufSize {
+			readBufs.Put(fr.buf)
+		}
+		fr.buf = &nb
+	}
+	fr.r, fr.w = 0, pending
+}
+
+// fill reads at least one more byte, making room for a frame of need bytes first.
+func (fr *frameReader) fill(need int) error {
+	if fr.raw == nil {
+		fr.reserve(need)
+		n, err := fr.conn.Read((*fr.buf)[fr.w:])
+		fr.w += n
+		if n > 0 {
+			return nil
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	if fr.buf != nil || need > 0 {
+		fr.reserve(need)
+	}
+	var rerr error
+	err := fr.raw.Read(func(fd uintptr) bool {
+		if fr.buf == nil {
+			fr.reserve(need)
+		}
+		for {
+			n, err := syscall.Read(int(fd), (*fr.buf)[fr.w:])
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				// Nothing to read: give the buffer back while the poller waits, unless it holds part of a frame.
+				fr.release()
+				return false
+			case err != nil:
+				rerr = err
+			case n == 0:
+				rerr = io.EOF
+			default:
+				fr.w += n
+			}
+			return true
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// maxPendingWrite bounds the bytes queued for a connection that does not keep up; past it the connection is
+// closed rather than letting one slow peer hold the proxy's memory.
+const maxPendingWrite = 64 << 20
+
+var errWriteQueueFull = errors.New("write queue over limit: peer not reading")
+
+// connWriter writes frames to a connection from many goroutines. A frame goes straight to the socket when no
+// other write is in progress; frames that arrive meanwhile are queued and go out together in one write.
+// Before the connection exists (an upstream still dialling) every frame is queued.
+type connWriter struct {
+	mu      sync.Mutex
+	conn    net.Conn
+	writing bool
+	pending []byte
+	spare   []byte
+	err     error
+}
+
+// newPendingWriter returns a writer that queues frames until attach gives it its connection.
+func newPendingWriter() *connWriter { return &connWriter{writing: true} }
+
+// attach gives the writer its connection and sends what was queued.
+func (w *connWriter) attach(conn net.Conn) error {
+	w.mu.Lock()
+	w.conn = conn
+	w.mu.Unlock()
+	return w.flush(nil)
+}
+
+// fail makes every later write return err and drops what is queued.
+func (w *connWriter) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.pending, w.spare = nil, nil
+	w.mu.Unlock()
+}
+
+// write sends frame, or queues a copy of it when another write is in progress.
+func (w *connWriter) write(frame []byte) error {
+	w.mu.Lock()
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	if w.writing {
+		if len(w.pending)+len(frame) > maxPendingWrite {
+			w.mu.Unlock()
+			return errWriteQueueFull
+		}
+		w.pending = append(w.pending, frame...)
+		w.mu.Unlock()
+		return nil
+	}
+	w.writing = true
+	w.mu.Unlock()
+	return w.flush(frame)
+}
+
+// flush writes first (if any), then whatever queued up meanwhile, until the queue is empty. The caller has
+// set writing.
+func (w *connWriter) flush(first []byte) error {
+	buf, queued := first, false
+	for {
+		if len(buf) > 0 {
+			if _, err := w.conn.Write(buf); err != nil {
+				w.mu.Lock()
+				w.writing = false
+				if w.err == nil {
+					w.err = err
+				}
+				w.pending, w.spare = nil, nil
+				w.mu.Unlock()
+				return err
+			}
+		}
+		w.mu.Lock()
+		if queued && cap(buf) <= 1<<20 {
+			w.spare = buf[:0] // reuse the drained queue's memory, unless a burst made it large
+		}
+		if w.err != nil || len(w.pending) == 0 {
+			w.writing = false
+			err := w.err
+			w.mu.Unlock()
+			return err
+		}
+		buf, w.pending, w.spare, queued = w.pending, w.spare, nil, true
+		w.mu.Unlock()
+	}
+}

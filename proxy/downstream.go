@@ -1,0 +1,387 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meltemi-mesh/meltemi/codec"
+	"github.com/meltemi-mesh/meltemi/proxy/filter"
+)
+
+// downstream is a client connection. One goroutine reads it, decodes each request and forwards it before
+// reading the next; replies are written by whichever goroutine has them (usually an upstream connection's
+// reader), straight to the socket.
+type downstream struct {
+	p      *Proxy
+	sock   *listenerSocket
+	conn   net.Conn
+	codec  codec.Codec
+	w      connWriter
+	rd     *frameReader
+	msg    codec.Message
+	replyB []byte // scratch for replies written from the read loop
+
+	// The snapshot this connection last used, and its listener in it.
+	snap *snapshot
+	lr   *listenerRuntime
+
+	inflight  atomic.Int64
+	readDone  atomic.Bool
+	closeOnce sync.Once
+}
+
+func (p *Proxy) newDownstream(sock *listenerSocket, conn net.Conn, lr *listenerRuntime) *downstream {
+	d := &downstream{p: p, sock: sock, conn: conn, codec: lr.factory.NewCodec(), rd: newFrameReader(conn)}
+	d.w.conn = conn
+	return d
+}
+
+// listener returns the connection's listener in the current snapshot (nil once the listener is removed).
+func (d *downstream) listener() *listenerRuntime {
+	if s := d.p.snap.Load(); s != d.snap {
+		d.snap, d.lr = s, s.listeners[d.sock.name]
+	}
+	return d.lr
+}
+
+// serve runs the read loop until the connection ends.
+func (d *downstream) serve() {
+	defer d.finishReading()
+	var deadline time.Time
+	for {
+		need := 0
+		for {
+			data := d.rd.data()
+			if len(data) == 0 {
+				break
+			}
+			d.msg.Reset()
+			n, err := d.codec.Decode(data, &d.msg)
+			if err == codec.ErrIncomplete {
+				need = n
+				break
+			}
+			if err != nil {
+				d.protocolError(err)
+				return
+			}
+			d.handle(&d.msg, n)
+			d.rd.consume(n)
+		}
+		if lr := d.lr; lr != nil && lr.idleTimeout > 0 {
+			// Re-armed on every read; an expiry with requests in flight is not idleness.
+			if now := time.Now(); deadline.Sub(now) < lr.idleTimeout/2 {
+				deadline = now.Add(lr.idleTimeout)
+				d.conn.SetReadDeadline(deadline)
+			}
+		}
+		if err := d.rd.fill(need); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && d.inflight.Load() > 0 {
+				deadline = time.Time{}
+				continue
+			}
+			if err != io.EOF && !errors.Is(err, net.ErrClosed) {
+				d.p.log.Debug("downstream read", "listener", d.sock.name, "remote", d.conn.RemoteAddr(),
+					"error", err)
+			}
+			return
+		}
+	}
+}
+
+// protocolError answers a frame the codec refused, when the protocol allows, and ends the connection.
+func (d *downstream) protocolError(err error) {
+	lr := d.listener()
+	if lr != nil {
+		lr.decodeErrors.Inc()
+	}
+	d.p.log.Info("closing downstream connection on bad frame", "listener", d.sock.name,
+		"remote", d.conn.RemoteAddr(), "error", err)
+	var fe *codec.FrameError
+	if errors.As(err, &fe) && fe.CanReply && d.msg.Type.ExpectsReply() && lr != nil {
+		reply, status := d.codec.ErrorReply(d.replyB[:0], &d.msg, codec.BadRequest, fe.Reason)
+		d.replyB = reply
+		if len(reply) > 0 {
+			d.w.write(reply)
+		}
+		lr.localReplies[codec.BadRequest].Inc()
+		d.p.metrics.record(lr.noDestination, lr.protocol, status, codec.BadRequest.ResponseFlag(), 0, 0,
+			len(reply))
+	}
+}
+
+// handle deals with one decoded frame of n bytes.
+func (d *downstream) handle(msg *codec.Message, n int) {
+	switch msg.Type {
+	case codec.Request, codec.Oneway:
+		lr := d.listener()
+		if lr == nil {
+			// The listener was removed: its connections finish what is in flight and take no more.
+			d.localReply(nil, msg, codec.Unspecified, "UF", "listener removed", time.Now(), n, &d.replyB)
+			return
+		}
+		d.forward(lr, msg, time.Now())
+	case codec.Heartbeat:
+		d.replyB = d.codec.HeartbeatReply(d.replyB[:0], msg)
+		if len(d.replyB) > 0 {
+			d.w.write(d.replyB)
+		}
+	default:
+		// Replies and heartbeat answers from a client, and stream frames no codec yet produces: nothing to do.
+		d.p.log.Debug("dropping unexpected frame from downstream", "listener", d.sock.name,
+			"type", msg.Type.String())
+	}
+}
+
+// forward runs the filter chain and the router for a request.
+func (d *downstream) forward(lr *listenerRuntime, msg *codec.Message, start time.Time) {
+	if len(lr.filters) == 0 {
+		d.route(lr, msg, start, &d.replyB)
+		return
+	}
+	ex := &exchange{d: d, lr: lr, msg: msg, start: start, buf: &d.replyB}
+	ex.run(0)
+}
+
+// route sends a request that passed the filters to its upstream. buf is scratch space for a re-encoded request
+// or a local reply: the connection's own on the read loop, the exchange's when a filter resumed the request.
+func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.Time, buf *[]byte) {
+	size := len(msg.Frame)
+	r := lr.match(&msg.Metadata)
+	if r == nil {
+		d.localReply(lr, msg, codec.RouteNotFound, "NR", "no route matched", start, size, buf)
+		return
+	}
+	c, name := r.target()
+	if c == nil {
+		d.localReply(lr, msg, codec.ClusterNotFound, "NC", "cluster "+name+" not found", start, size, buf)
+		return
+	}
+	ep := c.pick()
+	if ep == nil {
+		d.localReplyPeer(lr, msg, codec.NoHealthyUpstream, "UH", "no endpoint in cluster "+name, start, size,
+			c.noEndpoint, buf)
+		return
+	}
+	if r.reqMutation != nil {
+		frame, err := d.codec.Encode((*buf)[:0], msg, r.reqMutation)
+		if err != nil {
+			d.localReplyPeer(lr, msg, codec.BadRequest, "DPE", "request mutation: "+err.Error(), start, size,
+				c.noEndpoint, buf)
+			return
+		}
+		*buf = frame
+		size = len(frame)
+	}
+	h := d.p.hostFor(ep, lr, c)
+	if msg.Type == codec.Oneway {
+		if err := h.sendOneway(msg.Frame); err != nil {
+			d.p.log.Debug("oneway request dropped", "upstream", ep.address, "error", err)
+		}
+		d.p.metrics.record(ep.peer, lr.protocol, -1, "-", time.Since(start), size, -1)
+		return
+	}
+	call := newCall(d, lr, r, ep.peer, msg, start, size)
+	d.inflight.Add(1)
+	lr.active.Inc()
+	h.send(call, d.codec, msg)
+}
+
+// localReply answers a request from the proxy itself.
+func (d *downstream) localReply(lr *listenerRuntime, msg *codec.Message, kind codec.ErrorKind, flag,
+	detail string, start time.Time, reqSize int, buf *[]byte) {
+	var peer *peerLabels
+	if lr != nil {
+		peer = lr.noDestination
+	}
+	d.localReplyPeer(lr, msg, kind, flag, detail, start, reqSize, peer, buf)
+}
+
+func (d *downstream) localReplyPeer(lr *listenerRuntime, msg *codec.Message, kind codec.ErrorKind, flag,
+	detail string, start time.Time, reqSize int, peer *peerLabels, buf *[]byte) {
+	reply, status := d.codec.ErrorReply((*buf)[:0], msg, kind, "meltemi: "+detail)
+	*buf = reply
+	if len(reply) > 0 {
+		if err := d.w.write(reply); err != nil {
+			d.conn.Close()
+		}
+	}
+	if lr == nil {
+		return
+	}
+	lr.localReplies[kind].Inc()
+	if peer != nil {
+		d.p.metrics.record(peer, lr.protocol, status, flag, time.Since(start), reqSize, len(reply))
+	}
+}
+
+// finishReading runs when the read loop ends: the connection closes once its requests in flight are answered.
+func (d *downstream) finishReading() {
+	d.rd.release()
+	d.readDone.Store(true)
+	if d.inflight.Load() == 0 {
+		d.close()
+	}
+}
+
+// requestDone is called when a request in flight has been answered.
+func (d *downstream) requestDone(lr *listenerRuntime) {
+	lr.active.Dec()
+	if d.inflight.Add(-1) == 0 && d.readDone.Load() {
+		d.close()
+	}
+}
+
+func (d *downstream) close() {
+	d.closeOnce.Do(func() {
+		d.conn.Close()
+		d.w.fail(net.ErrClosed)
+		d.sock.remove(d)
+	})
+}
+
+// call is a request in flight upstream. What the reply path needs from the request is copied into it, since
+// the request's frame is reused as soon as it has been forwarded.
+type call struct {
+	d       *downstream
+	lr      *listenerRuntime
+	r       *route
+	peer    *peerLabels
+	req     codec.Message // Type, ID, Private and eager metadata of the request; no frame
+	start   time.Time
+	reqSize int
+	buf     []byte // scratch for a re-encoded or local reply
+}
+
+var callPool = sync.Pool{New: func() any { return new(call) }}
+
+func newCall(d *downstream, lr *listenerRuntime, r *route, peer *peerLabels, msg *codec.Message,
+	start time.Time, size int) *call {
+	c := callPool.Get().(*call)
+	c.d, c.lr, c.r, c.peer, c.start, c.reqSize = d, lr, r, peer, start, size
+	c.req.Reset()
+	c.req.Type, c.req.ID, c.req.Status, c.req.Private = msg.Type, msg.ID, msg.Status, msg.Private
+	msg.Metadata.CopyDecoded(&c.req.Metadata)
+	return c
+}
+
+func (c *call) release() {
+	c.d, c.lr, c.r, c.peer = nil, nil, nil, nil
+	c.req.Reset()
+	if cap(c.buf) > 64<<10 {
+		c.buf = nil
+	}
+	callPool.Put(c)
+}
+
+// respond sends an upstream's reply downstream. resp was decoded by the upstream's codec uc.
+func (c *call) respond(uc codec.Codec, resp *codec.Message) {
+	d := c.d
+	uc.SetID(resp, c.req.ID)
+	if c.r.resMutation != nil {
+		frame, err := uc.Encode(c.buf[:0], resp, c.r.resMutation)
+		if err == nil {
+			c.buf = frame
+		} else {
+			d.p.log.Debug("response mutation failed", "error", err)
+		}
+	}
+	if len(c.lr.respFilters) > 0 {
+		ex := &exchange{d: d, lr: c.lr, msg: &c.req, start: c.start}
+		for _, f := range c.lr.respFilters {
+			f.OnResponse(ex, resp)
+		}
+	}
+	if err := d.w.write(resp.Frame); err != nil {
+		d.conn.Close()
+	}
+	d.requestDone(c.lr)
+	d.p.metrics.record(c.peer, c.lr.protocol, resp.Status, "-", time.Since(c.start), c.reqSize, len(resp.Frame))
+	c.release()
+}
+
+// fail answers the request locally because its upstream could not.
+func (c *call) fail(kind codec.ErrorKind, flag, detail string) {
+	d := c.d
+	reply, status := d.codec.ErrorReply(c.buf[:0], &c.req, kind, "meltemi: "+detail)
+	c.buf = reply
+	if len(reply) > 0 {
+		if err := d.w.write(reply); err != nil {
+			d.conn.Close()
+		}
+	}
+	c.lr.localReplies[kind].Inc()
+	d.requestDone(c.lr)
+	d.p.metrics.record(c.peer, c.lr.protocol, status, flag, time.Since(c.start), c.reqSize, len(reply))
+	c.release()
+}
+
+// exchange carries a request through the filter chain.
+type exchange struct {
+	d       *downstream
+	lr      *listenerRuntime
+	msg     *codec.Message
+	start   time.Time
+	next    int
+	replied bool
+	paused  bool
+	buf     *[]byte // scratch: the connection's on the read loop, the exchange's own once paused
+	own     []byte
+}
+
+var _ filter.Exchange = (*exchange)(nil)
+
+func (ex *exchange) Request() *codec.Message { return ex.msg }
+
+func (ex *exchange) Reply(kind codec.ErrorKind, detail string) {
+	if ex.replied {
+		return
+	}
+	ex.replied = true
+	ex.d.localReply(ex.lr, ex.msg, kind, kind.ResponseFlag(), detail, ex.start, len(ex.msg.Frame), ex.buf)
+}
+
+// Reroute is a no-op: the router matches after the filters have run, so it always sees their changes.
+func (ex *exchange) Reroute() {}
+
+func (ex *exchange) Resume() {
+	if !ex.paused || ex.replied {
+		return
+	}
+	ex.paused = false
+	ex.run(ex.next)
+}
+
+// run continues the chain at filter i.
+func (ex *exchange) run(i int) {
+	for ; i < len(ex.lr.filters); i++ {
+		if ex.lr.filters[i].OnRequest(ex) == filter.Stop {
+			if !ex.replied {
+				// The filter will resume later, after the read loop has reused the frame: keep a copy.
+				ex.detach()
+				ex.next, ex.paused = i+1, true
+			}
+			return
+		}
+		if ex.replied {
+			return
+		}
+	}
+	ex.d.route(ex.lr, ex.msg, ex.start, ex.buf)
+}
+
+// detach copies the request out of the connection's buffers, all metadata decoded.
+func (ex *exchange) detach() {
+	m := new(codec.Message)
+	ex.msg.Metadata.Len()
+	ex.msg.Metadata.CopyDecoded(&m.Metadata)
+	m.Type, m.ID, m.Status, m.Failed, m.Private = ex.msg.Type, ex.msg.ID, ex.msg.Status, ex.msg.Failed,
+		ex.msg.Private
+	m.Frame = append([]byte(nil), ex.msg.Frame...)
+	ex.msg, ex.buf = m, &ex.own
+}

@@ -1,0 +1,315 @@
+// Package proxy is Meltemi's data plane: listeners that decode requests with a codec, run them through a
+// filter chain and a router, and forward them over multiplexed upstream connections.
+//
+// The whole runtime config sits behind one atomic pointer. Update builds a new one and swaps it in; requests
+// in flight finish on the config they started with, and no connection closes because routes, clusters or
+// endpoints changed. Upstream connections belong to hosts, which outlive configs: a new config that names the
+// same endpoint reuses its connections.
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meltemi-mesh/meltemi/codec"
+	"github.com/meltemi-mesh/meltemi/proxy/filter"
+)
+
+// Options are what a Proxy is built from, besides its Config.
+type Options struct {
+	// Codecs are the protocols the proxy can speak.
+	Codecs *codec.Registry
+	// Filters are the filters configs may name (the router needs no registration).
+	Filters *filter.Registry
+	// Logger receives the proxy's logs (slog.Default when nil).
+	Logger *slog.Logger
+	// Metrics is where the proxy registers its metrics (a new registry when nil).
+	Metrics *prometheus.Registry
+}
+
+// Proxy is a running data plane.
+type Proxy struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	snap    atomic.Pointer[snapshot]
+	ready   atomic.Bool
+
+	mu      sync.Mutex // serialises Update and Close
+	sockets map[string]*listenerSocket
+	closed  bool
+
+	hostsMu sync.Mutex
+	hosts   map[hostKey]*host
+
+	wg sync.WaitGroup
+}
+
+// New returns a proxy with no listeners; Update gives it its config.
+func New(opts Options) (*Proxy, error) {
+	if opts.Codecs == nil {
+		return nil, errors.New("proxy: no codecs")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(opts.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: metrics: %w", err)
+	}
+	p := &Proxy{opts: opts, log: opts.Logger, metrics: m, sockets: map[string]*listenerSocket{},
+		hosts: map[hostKey]*host{}}
+	p.snap.Store(&snapshot{cfg: &Config{}, listeners: map[string]*listenerRuntime{},
+		clusters: map[string]*cluster{}})
+	return p, nil
+}
+
+// Update validates cfg, builds it, binds new listeners and swaps it in. On error nothing changes and the
+// previous config keeps serving. Connections are never closed because routes or clusters changed; a listener
+// that is gone from cfg stops accepting, and its connections finish what they have in flight.
+func (p *Proxy) Update(cfg *Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("proxy: closed")
+	}
+	s, err := p.build(cfg)
+	if err != nil {
+		p.metrics.configUpdates.WithLabelValues("rejected").Inc()
+		return fmt.Errorf("config %s rejected: %w", cfg.Version, err)
+	}
+
+	// Bind what is new before anything changes, so a port in use rejects the whole config.
+	bound := map[string]*listenerSocket{}
+	for name, lr := range s.listeners {
+		if old := p.sockets[name]; old != nil && old.address == lr.address {
+			continue
+		}
+		ln, err := net.Listen("tcp", lr.address)
+		if err != nil {
+			for _, b := range bound {
+				b.ln.Close()
+			}
+			p.metrics.configUpdates.WithLabelValues("rejected").Inc()
+			return fmt.Errorf("config %s rejected: listener %q: %w", cfg.Version, name, err)
+		}
+		bound[name] = p.newSocket(name, lr, ln)
+	}
+
+	p.snap.Store(s)
+	for name, sock := range p.sockets {
+		if _, keep := s.listeners[name]; !keep || bound[name] != nil {
+			delete(p.sockets, name)
+			sock.shutdown()
+		}
+	}
+	for name, sock := range bound {
+		p.sockets[name] = sock
+		p.wg.Add(1)
+		go sock.acceptLoop()
+	}
+	p.drainHosts(s)
+	p.ready.Store(true)
+	p.metrics.configUpdates.WithLabelValues("accepted").Inc()
+	p.log.Debug("config accepted", "version", cfg.Version, "listeners", len(s.listeners),
+		"clusters", len(s.clusters))
+	return nil
+}
+
+// drainHosts lets go of the hosts that the new snapshot no longer sends to.
+func (p *Proxy) drainHosts(cur *snapshot) {
+	keep := cur.addresses()
+	var gone []*host
+	p.hostsMu.Lock()
+	for key, h := range p.hosts {
+		if !keep[key.address] {
+			delete(p.hosts, key)
+			gone = append(gone, h)
+		}
+	}
+	p.hostsMu.Unlock()
+	for _, h := range gone {
+		h.drain()
+	}
+}
+
+// ListenerAddr returns the bound address of the named listener (useful with port 0), or nil.
+func (p *Proxy) ListenerAddr(name string) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.sockets[name]; s != nil {
+		return s.ln.Addr()
+	}
+	return nil
+}
+
+// Ready reports whether every listener of the first accepted config is accepting: Update binds listeners
+// before it accepts a config, so that is once one config has been accepted.
+func (p *Proxy) Ready() bool { return p.ready.Load() }
+
+// AdminHandler serves /ready, /metrics and /config_dump.
+func (p *Proxy) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !p.Ready() {
+			http.Error(w, "not ready: no config accepted yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(p.opts.Metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/config_dump", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(p.snap.Load().cfg)
+	})
+	return mux
+}
+
+// Close stops every listener and closes every connection.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	sockets := p.sockets
+	p.sockets = map[string]*listenerSocket{}
+	p.mu.Unlock()
+	for _, s := range sockets {
+		s.closeAll()
+	}
+	p.hostsMu.Lock()
+	hosts := p.hosts
+	p.hosts = map[hostKey]*host{}
+	p.hostsMu.Unlock()
+	for _, h := range hosts {
+		h.removed.Store(true)
+		h.mu.Lock()
+		conns := append(append([]*upstreamConn(nil), h.conns...), h.idle...)
+		h.mu.Unlock()
+		for _, uc := range conns {
+			uc.close(errors.New("proxy shutting down"))
+		}
+	}
+	p.wg.Wait()
+	return nil
+}
+
+// listenerSocket is a bound listener and its connections. It lives as long as its listener keeps its name and
+// address across configs.
+type listenerSocket struct {
+	p       *Proxy
+	name    string
+	address string
+	ln      net.Listener
+
+	mu     sync.Mutex
+	conns  map[*downstream]struct{}
+	closed bool
+
+	total  prometheus.Counter
+	active prometheus.Gauge
+}
+
+func (p *Proxy) newSocket(name string, lr *listenerRuntime, ln net.Listener) *listenerSocket {
+	return &listenerSocket{p: p, name: name, address: lr.address, ln: ln, conns: map[*downstream]struct{}{},
+		total:  p.metrics.downstreamTotal.WithLabelValues(lr.statPrefix),
+		active: p.metrics.downstreamActive.WithLabelValues(lr.statPrefix)}
+}
+
+func (s *listenerSocket) acceptLoop() {
+	defer s.p.wg.Done()
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		lr := s.p.snap.Load().listeners[s.name]
+		if lr == nil {
+			conn.Close()
+			continue
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		d := s.p.newDownstream(s, conn, lr)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			conn.Close()
+			return
+		}
+		s.conns[d] = struct{}{}
+		s.mu.Unlock()
+		s.total.Inc()
+		s.active.Inc()
+		s.p.wg.Add(1)
+		go func() {
+			defer s.p.wg.Done()
+			d.serve()
+		}()
+	}
+}
+
+func (s *listenerSocket) remove(d *downstream) {
+	s.mu.Lock()
+	if _, ok := s.conns[d]; ok {
+		delete(s.conns, d)
+		s.active.Dec()
+	}
+	s.mu.Unlock()
+}
+
+// shutdown stops accepting and lets the connections finish what is in flight: their read side closes, so they
+// take no new requests, and each closes once its last reply is out.
+func (s *listenerSocket) shutdown() {
+	s.ln.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*downstream, 0, len(s.conns))
+	for d := range s.conns {
+		conns = append(conns, d)
+	}
+	s.mu.Unlock()
+	for _, d := range conns {
+		if tc, ok := d.conn.(*net.TCPConn); ok {
+			tc.CloseRead()
+		} else {
+			d.close()
+		}
+	}
+}
+
+// closeAll stops accepting and closes every connection now.
+func (s *listenerSocket) closeAll() {
+	s.ln.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*downstream, 0, len(s.conns))
+	for d := range s.conns {
+		conns = append(conns, d)
+	}
+	s.mu.Unlock()
+	for _, d := range conns {
+		d.close()
+	}
+}
