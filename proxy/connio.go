@@ -22,6 +22,10 @@ type frameReader struct {
 	raw  syscall.RawConn // nil when conn is not a socket (tests over net.Pipe)
 	buf  *[]byte
 	r, w int
+
+	readFn func(fd uintptr) bool // fr.readRaw, bound once
+	need   int                   // frame size the current fill makes room for
+	rerr   error                 // what the current fill's readRaw saw
 }
 
 func newFrameReader(conn net.Conn) *frameReader {
@@ -29,6 +33,7 @@ func newFrameReader(conn net.Conn) *frameReader {
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			fr.raw = raw
+			fr.readFn = fr.readRaw
 		}
 	}
 	return fr
@@ -110,34 +115,37 @@ func (fr *frameReader) fill(need int) error {
 	if fr.buf != nil || need > 0 {
 		fr.reserve(need)
 	}
-	var rerr error
-	err := fr.raw.Read(func(fd uintptr) bool {
-		if fr.buf == nil {
-			fr.reserve(need)
-		}
-		for {
-			n, err := syscall.Read(int(fd), (*fr.buf)[fr.w:])
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				// Nothing to read: give the buffer back while the poller waits, unless it holds part of a frame.
-				fr.release()
-				return false
-			case err != nil:
-				rerr = err
-			case n == 0:
-				rerr = io.EOF
-			default:
-				fr.w += n
-			}
-			return true
-		}
-	})
-	if err != nil {
+	fr.need, fr.rerr = need, nil
+	if err := fr.raw.Read(fr.readFn); err != nil {
 		return err
 	}
-	return rerr
+	return fr.rerr
+}
+
+// readRaw is the callback of RawConn.Read: it reads what the socket has, or reports false to wait for it to
+// become readable, giving the buffer back meanwhile. It is bound once per reader so that a read allocates no
+// closure.
+func (fr *frameReader) readRaw(fd uintptr) bool {
+	if fr.buf == nil {
+		fr.reserve(fr.need)
+	}
+	for {
+		n, err := syscall.Read(int(fd), (*fr.buf)[fr.w:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			fr.release()
+			return false
+		case err != nil:
+			fr.rerr = err
+		case n == 0:
+			fr.rerr = io.EOF
+		default:
+			fr.w += n
+		}
+		return true
+	}
 }
 
 // maxPendingWrite bounds the bytes queued for a connection that does not keep up; past it the connection is

@@ -37,6 +37,7 @@ type downstream struct {
 func (p *Proxy) newDownstream(sock *listenerSocket, conn net.Conn, lr *listenerRuntime) *downstream {
 	d := &downstream{p: p, sock: sock, conn: conn, codec: lr.factory.NewCodec(), rd: newFrameReader(conn)}
 	d.w.conn = conn
+	d.listener()
 	return d
 }
 
