@@ -189,7 +189,8 @@ type Metadata struct {
 
 // Loader decodes the metadata a codec left out of the eager pass.
 type Loader interface {
-	// LoadMetadata adds the rest of msg's metadata to msg.Metadata with Set.
+	// LoadMetadata adds the rest of msg's metadata to msg.Metadata with Add or Set. It runs at most once per
+	// message, and is detached before it runs, so it may call Get itself.
 	LoadMetadata(msg *Message) error
 }
 
@@ -273,12 +274,13 @@ func (md *Metadata) load() bool {
 
 // Codec reads and writes one connection's frames.
 //
-// Decode is called by one goroutine at a time and may keep per-connection state. SetID, Encode,
-// HeartbeatReply and ErrorReply depend only on the message they are given (its Type, ID, Status, Metadata and
-// Private, and for SetID and Encode its Frame) and on the codec's configuration: the proxy calls them from
-// other goroutines, concurrently with Decode. The replies must not read req.Frame, which is long gone when the
-// proxy answers a request whose upstream failed: keep what they need (a serialization id, a transport kind) in
-// Private while decoding.
+// Decode, Encode and a Loader the codec attached to a message run on one goroutine at a time, that of the
+// connection whose codec it is, and may share per-connection state and scratch space. SetID, HeartbeatReply
+// and ErrorReply depend only on the message they are given and the codec's configuration: the proxy calls
+// them from other goroutines too, concurrently with Decode. ErrorReply must not read req.Frame, which is long
+// gone when the proxy answers a request whose upstream failed: keep what replies need (a serialization id, a
+// transport kind) in Private while decoding. The proxy encodes a request with the codec of the connection it
+// came from, and a response with the codec of the upstream connection it came from.
 type Codec interface {
 	// Decode decodes the first frame in buf into msg, which has been Reset.
 	//
@@ -300,8 +302,8 @@ type Codec interface {
 	HeartbeatReply(dst []byte, req *Message) []byte
 
 	// ErrorReply appends to dst a reply to req that a client of the protocol reads as a failure of this kind,
-	// with detail as its message, and returns the status code it carries. It appends nothing for a request
-	// that expects no reply.
+	// with detail as its message, and returns the status code it carries. It appends nothing, and returns
+	// status 0, for a request that expects no reply.
 	ErrorReply(dst []byte, req *Message, kind ErrorKind, detail string) ([]byte, int32)
 }
 

@@ -170,7 +170,12 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 		return
 	}
 	if r.reqMutation != nil {
-		frame, err := d.codec.Encode((*buf)[:0], msg, r.reqMutation)
+		enc := d.codec
+		if buf != &d.replyB {
+			// Off the read loop (a filter resumed the request), the connection's codec is busy decoding.
+			enc = lr.factory.NewCodec()
+		}
+		frame, err := enc.Encode((*buf)[:0], msg, r.reqMutation)
 		if err != nil {
 			d.localReplyPeer(lr, msg, codec.BadRequest, "DPE", "request mutation: "+err.Error(), start, size,
 				c.noEndpoint, buf)

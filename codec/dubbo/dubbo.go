@@ -1,0 +1,686 @@
+// Package dubbo is the codec of Dubbo 2's "dubbo" TCP protocol: a 16-byte header and a body, usually
+// serialized with Hessian 2.
+//
+// Decoding reads the header and, for Hessian 2 requests, the strings before the arguments (Dubbo version,
+// service path, service version, method, parameter-types descriptor); the arguments and the attachment map are
+// left in the frame and decoded only when a route asks for a key that is not there yet. Encoding rewrites the attachment
+// map alone and copies every other byte.
+package dubbo
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/meltemi-mesh/meltemi/codec"
+)
+
+// Header layout and flag bits, as Apache Dubbo's ExchangeCodec writes them.
+const (
+	headerLen = 16
+	magicHigh = 0xda
+	magicLow  = 0xbb
+
+	flagRequest = 0x80
+	flagTwoWay  = 0x40
+	flagEvent   = 0x20
+	serialMask  = 0x1f
+
+	serialHessian2 = 2
+)
+
+// Response statuses (org.apache.dubbo.remoting.exchange.Response).
+const (
+	StatusOK                  = 20  // StatusOK is a successful call (the provider may still have thrown)
+	StatusClientTimeout       = 30  // StatusClientTimeout is a timeout seen by the consumer
+	StatusServerTimeout       = 31  // StatusServerTimeout is a timeout seen by the provider
+	StatusBadRequest          = 40  // StatusBadRequest is a request the provider could not read
+	StatusBadResponse         = 50  // StatusBadResponse is a response the provider could not write
+	StatusServiceNotFound     = 60  // StatusServiceNotFound is a service the provider does not export
+	StatusServiceError        = 70  // StatusServiceError is a failure inside the service
+	StatusServerError         = 80  // StatusServerError is a failure of the provider
+	StatusClientError         = 90  // StatusClientError is a failure of the consumer
+	StatusThreadpoolExhausted = 100 // StatusThreadpoolExhausted is a provider out of worker threads
+)
+
+// Response types that start a Hessian 2 body with status OK and say the provider threw.
+const (
+	responseWithException       = 0
+	responseWithExceptionAttach = 3
+)
+
+// Metadata keys the codec sets eagerly. Attachments keep their own names.
+const (
+	// KeyInterface is the service path, the second string of a request body.
+	KeyInterface = "interface"
+	// KeyMethod is the method name.
+	KeyMethod = "method"
+	// KeyVersion is the service version, set when it is not empty.
+	KeyVersion = "version"
+	// KeyEvent marks a Dubbo event that is not answered: "heartbeat" for a oneway heartbeat, "readonly" for
+	// the notice a provider sends before it shuts down, "other" for any other event payload.
+	KeyEvent = "event"
+)
+
+// The codec's bookkeeping in Message.Private.
+const (
+	privState    = 0 // serialization id, state bits, argument count
+	privArgs     = 1 // offset in Frame of the first argument
+	privMapStart = 2 // offset in Frame of the attachment map (len(Frame) when there is none), once located
+	privMapEnd   = 3 // offset in Frame just after the attachment map, once located
+)
+
+// Bits of Private[privState] above the 5-bit serialization id.
+const (
+	stHessianRequest = 1 << 5 // a Hessian 2 request whose head is decoded; privArgs is set
+	stBadDescriptor  = 1 << 6 // the parameter-types descriptor could not be parsed
+	stLocated        = 1 << 7 // privMapStart and privMapEnd are set
+	stArgsClassDefs  = 1 << 8 // the arguments define classes, which values in the map may use
+	stMapRenumbers   = 1 << 9 // the map holds references, type references or class definitions
+
+	stMapShift = 10 // two bits: how the attachment map is encoded
+	stMapMask  = 3 << stMapShift
+
+	stArgShift = 16 // the number of arguments
+)
+
+// How a request carries its attachments.
+const (
+	mapAbsent  = 0 // the body ends after the arguments (very old clients)
+	mapNull    = 1
+	mapUntyped = 2
+	mapTyped   = 3
+)
+
+// maxErrorDetail bounds the detail an error reply carries, so a reply stays far below any payload limit.
+const maxErrorDetail = 64 << 10
+
+// maxInternedValue is the longest attachment value interned. Short values (timeouts, groups, versions) repeat
+// on every request; long ones (trace contexts) rarely do and would only fill the interner.
+const maxInternedValue = 64
+
+// Codec reads and writes the Dubbo frames of one connection. It is not safe for concurrent use.
+type Codec struct {
+	maxBody int
+
+	names  codec.Interner // interface, method and version names
+	keys   codec.Interner // attachment keys
+	values codec.Interner // short attachment values
+
+	r       hreader
+	scratch []byte // strings that need rewriting (chunked or surrogate pairs)
+	keyBuf  []byte
+	valBuf  []byte
+	written []bool // which Mutation.Set entries Encode has written
+}
+
+// loader is the Codec seen as the codec.Loader of its messages' attachments; a conversion, not an allocation.
+type loader Codec
+
+var (
+	_ codec.Codec  = (*Codec)(nil)
+	_ codec.Loader = (*loader)(nil)
+)
+
+// Decode decodes the first frame in buf into msg.
+func (c *Codec) Decode(buf []byte, msg *codec.Message) (int, error) {
+	if len(buf) > 0 && buf[0] != magicHigh || len(buf) > 1 && buf[1] != magicLow {
+		var second byte
+		if len(buf) > 1 {
+			second = buf[1]
+		}
+		return 0, codec.Errorf(false, "dubbo: bad magic 0x%02x%02x, want 0xdabb", buf[0], second)
+	}
+	if len(buf) < headerLen {
+		return 0, codec.ErrIncomplete
+	}
+	flag, status := buf[2], buf[3]
+	id := binary.BigEndian.Uint64(buf[4:12])
+	bodyLen := binary.BigEndian.Uint32(buf[12:16])
+	ser := flag & serialMask
+	isRequest := flag&flagRequest != 0
+	twoWay := flag&flagTwoWay != 0
+	event := flag&flagEvent != 0
+
+	if int64(bodyLen) > int64(c.maxBody) {
+		// A two-way request is answered before the connection closes, so its client fails fast instead of
+		// waiting for its timeout.
+		canReply := isRequest && twoWay && !event
+		if canReply {
+			msg.Type, msg.ID, msg.Private[privState] = codec.Request, id, int(ser)
+		}
+		if int32(bodyLen) < 0 {
+			return 0, codec.Errorf(canReply, "dubbo: body length 0x%08x is negative as an int32 (limit %d)", bodyLen, c.maxBody)
+		}
+		return 0, codec.Errorf(canReply, "dubbo: body length %d exceeds limit %d", bodyLen, c.maxBody)
+	}
+	n := headerLen + int(bodyLen)
+	if len(buf) < n {
+		return n, codec.ErrIncomplete
+	}
+	frame := buf[:n:n]
+	msg.ID, msg.Frame, msg.Private[privState] = id, frame, int(ser)
+
+	if !isRequest {
+		c.decodeResponse(frame, msg, status, ser, event)
+		return n, nil
+	}
+	if event {
+		c.decodeEvent(frame, msg, ser, twoWay)
+		return n, nil
+	}
+	msg.Type = codec.Oneway
+	if twoWay {
+		msg.Type = codec.Request
+	}
+	if ser != serialHessian2 {
+		return n, nil
+	}
+	if err := c.decodeRequestHead(frame, msg); err != nil {
+		return 0, codec.Errorf(msg.Type == codec.Request, "dubbo: request %d: bad body: %v", id, err)
+	}
+	return n, nil
+}
+
+// decodeResponse fills in a response. A Hessian 2 body with status OK starts with the response type, which
+// says whether the provider threw.
+func (c *Codec) decodeResponse(frame []byte, msg *codec.Message, status, ser byte, event bool) {
+	msg.Status = int32(status)
+	msg.Failed = status != StatusOK
+	if event {
+		// Apache Dubbo treats every event response as a heartbeat response.
+		msg.Type = codec.HeartbeatResponse
+		return
+	}
+	msg.Type = codec.Response
+	if status != StatusOK || ser != serialHessian2 {
+		return
+	}
+	c.r.reset(frame)
+	typ, _, err := c.r.readInt(headerLen)
+	// A body the client cannot read is a failure too.
+	msg.Failed = err != nil || typ < 0 || typ > 5 || typ == responseWithException || typ == responseWithExceptionAttach
+}
+
+// decodeEvent classifies a request with the event flag. Apache Dubbo answers an event only when it is a
+// heartbeat (its data is null) and two-way; the readonly event ("R") and oneway heartbeats are never answered,
+// so they are typed Oneway here and tagged with KeyEvent.
+func (c *Codec) decodeEvent(frame []byte, msg *codec.Message, ser byte, twoWay bool) {
+	body := frame[headerLen:]
+	if ser != serialHessian2 {
+		// The payload cannot be read without the serialization; heartbeats are the only two-way events.
+		msg.Type = codec.Oneway
+		if twoWay {
+			msg.Type = codec.Heartbeat
+		}
+		return
+	}
+	kind := "other"
+	switch {
+	case len(body) == 0 || body[0] == tagNull:
+		if twoWay {
+			msg.Type = codec.Heartbeat
+			return
+		}
+		kind = "heartbeat"
+	case len(body) >= 2 && body[0] == 0x01 && body[1] == 'R':
+		kind = "readonly"
+	}
+	msg.Type = codec.Oneway
+	msg.Metadata.Add(KeyEvent, kind)
+}
+
+// decodeRequestHead reads the strings before the arguments: Dubbo version, service path, service version,
+// method name and parameter-types descriptor.
+func (c *Codec) decodeRequestHead(frame []byte, msg *codec.Message) error {
+	r := &c.r
+	r.reset(frame)
+	p, err := r.skipStringOrNull(headerLen)
+	if err != nil {
+		return fmt.Errorf("dubbo version: %w", err)
+	}
+	for _, key := range [...]string{KeyInterface, KeyVersion, KeyMethod} {
+		s, next, _, err := r.readString(p, &c.scratch)
+		if err != nil {
+			return fmt.Errorf("%s: %w", headFieldName(key), err)
+		}
+		if len(s) > 0 {
+			msg.Metadata.Add(key, c.names.String(s))
+		}
+		p = next
+	}
+	desc, next, _, err := r.readString(p, &c.scratch)
+	if err != nil {
+		return fmt.Errorf("parameter types: %w", err)
+	}
+	st := int(msg.Private[privState]) | stHessianRequest
+	argc, ok := countArgs(desc)
+	if !ok {
+		st |= stBadDescriptor
+	}
+	msg.Private[privState] = st | argc<<stArgShift
+	msg.Private[privArgs] = next
+	msg.Metadata.Defer((*loader)(c), msg)
+	return nil
+}
+
+func headFieldName(key string) string {
+	switch key {
+	case KeyInterface:
+		return "service path"
+	case KeyVersion:
+		return "service version"
+	}
+	return "method name"
+}
+
+// skipStringOrNull skips a string or a null.
+func (r *hreader) skipStringOrNull(p int) (int, error) {
+	if p < len(r.b) && r.b[p] == tagNull {
+		return p + 1, nil
+	}
+	if _, _, _, ok, err := r.stringChunk(p); err != nil {
+		return 0, err
+	} else if !ok {
+		return 0, errAt(p, "expected a string, found tag 0x%02x", r.b[p])
+	}
+	return r.skipString(p)
+}
+
+// countArgs counts the parameters in a JVM descriptor such as "Ljava/lang/String;I[B" (3). "V" counts too:
+// dubbo-go writes it for a nil argument.
+func countArgs(desc []byte) (int, bool) {
+	n := 0
+	for i := 0; i < len(desc); n++ {
+		for i < len(desc) && desc[i] == '[' {
+			i++
+		}
+		if i == len(desc) {
+			return 0, false
+		}
+		switch desc[i] {
+		case 'V', 'Z', 'B', 'C', 'D', 'F', 'I', 'J', 'S':
+			i++
+		case 'L':
+			end := bytes.IndexByte(desc[i:], ';')
+			if end < 0 {
+				return 0, false
+			}
+			i += end + 1
+		default:
+			return 0, false
+		}
+	}
+	return n, true
+}
+
+// locate finds the attachment map of a Hessian 2 request by skipping its arguments, once per message.
+func (c *Codec) locate(msg *codec.Message) error {
+	st := msg.Private[privState]
+	if st&stLocated != 0 {
+		return nil
+	}
+	if st&stBadDescriptor != 0 {
+		return c.descriptorError(msg)
+	}
+	frame := msg.Frame
+	if len(frame) < headerLen || msg.Private[privArgs] < headerLen || msg.Private[privArgs] > len(frame) {
+		return errors.New("dubbo: message does not hold the frame it was decoded from")
+	}
+	r := &c.r
+	r.reset(frame)
+	argc := st >> stArgShift
+	p := msg.Private[privArgs]
+	for i := range argc {
+		next, err := r.skipValue(p, 0)
+		if err != nil {
+			return fmt.Errorf("dubbo: request %d: argument %d of %d: %w", msg.ID, i+1, argc, err)
+		}
+		p = next
+	}
+	if r.sawClass {
+		st |= stArgsClassDefs
+	}
+	r.sawRef, r.sawClass = false, false
+	start, end, kind := p, p, mapAbsent
+	if p < len(frame) {
+		switch frame[p] {
+		case tagNull:
+			end, kind = p+1, mapNull
+		case tagMapUntyped, tagMapTyped:
+			next, err := r.skipValue(p, 0)
+			if err != nil {
+				return fmt.Errorf("dubbo: request %d: attachments: %w", msg.ID, err)
+			}
+			end, kind = next, mapUntyped
+			if frame[p] == tagMapTyped {
+				kind = mapTyped
+			}
+			if r.sawRef || r.sawClass {
+				st |= stMapRenumbers
+			}
+		default:
+			return fmt.Errorf("dubbo: request %d: expected the attachment map after %d arguments, found tag 0x%02x at offset %d",
+				msg.ID, argc, frame[p], p)
+		}
+	}
+	msg.Private[privState] = st | stLocated | kind<<stMapShift
+	msg.Private[privMapStart], msg.Private[privMapEnd] = start, end
+	return nil
+}
+
+// descriptorError explains why the descriptor of msg could not be parsed; it is only needed on that path, so
+// the descriptor is read again rather than kept.
+func (c *Codec) descriptorError(msg *codec.Message) error {
+	r := &c.r
+	r.reset(msg.Frame)
+	p, err := r.skipStringOrNull(headerLen)
+	for range 3 {
+		if err == nil {
+			p, err = r.skipStringOrNull(p)
+		}
+	}
+	if err == nil {
+		var desc []byte
+		if desc, _, _, err = r.readString(p, &c.scratch); err == nil {
+			return fmt.Errorf("dubbo: request %d: parameter-types descriptor %q is not a JVM descriptor", msg.ID, desc)
+		}
+	}
+	return fmt.Errorf("dubbo: request %d: parameter-types descriptor unreadable: %v", msg.ID, err)
+}
+
+// walkMap calls visit for each entry of a located attachment map, with the key's text (ok false when the key
+// is null or not a scalar) and the offsets where the key and the value start; visit returns where the value
+// ends.
+func (c *Codec) walkMap(msg *codec.Message, visit func(key []byte, keyOK bool, k0, v0 int) (int, error)) error {
+	st := msg.Private[privState]
+	kind := (st & stMapMask) >> stMapShift
+	if kind != mapUntyped && kind != mapTyped {
+		return nil
+	}
+	frame := msg.Frame
+	r := &c.r
+	r.reset(frame)
+	if st&stArgsClassDefs != 0 {
+		// Objects in the map may be instances of classes the arguments defined.
+		if _, err := r.skipValues(msg.Private[privArgs], st>>stArgShift, 0); err != nil {
+			return err
+		}
+	}
+	p, err := c.mapEntries(msg)
+	if err != nil {
+		return err
+	}
+	for {
+		if p >= len(frame) {
+			return truncated(p)
+		}
+		if frame[p] == tagEnd {
+			return nil
+		}
+		k0 := p
+		keyNull := frame[p] == tagNull
+		key, v0, keyOK, err := r.appendText(c.keyBuf[:0], p, &c.scratch)
+		if err != nil {
+			return err
+		}
+		c.keyBuf = key
+		if p, err = visit(key, keyOK && !keyNull, k0, v0); err != nil {
+			return err
+		}
+	}
+}
+
+// mapEntries returns the offset of the first entry of a located attachment map, after its tag and type.
+func (c *Codec) mapEntries(msg *codec.Message) (int, error) {
+	p := msg.Private[privMapStart] + 1
+	if (msg.Private[privState]&stMapMask)>>stMapShift == mapTyped {
+		return c.r.skipType(p)
+	}
+	return p, nil
+}
+
+// LoadMetadata adds the attachments of msg to its metadata. Keys decoded eagerly (interface, method,
+// version) keep their header values: the header is what Dubbo itself dispatches on.
+func (l *loader) LoadMetadata(msg *codec.Message) error {
+	c := (*Codec)(l)
+	if msg.Private[privState]&stHessianRequest == 0 {
+		return nil
+	}
+	if err := c.locate(msg); err != nil {
+		return err
+	}
+	return c.walkMap(msg, func(key []byte, keyOK bool, _, v0 int) (int, error) {
+		val, next, valOK, err := c.r.appendText(c.valBuf[:0], v0, &c.scratch)
+		if err != nil {
+			return 0, err
+		}
+		c.valBuf = val
+		if !keyOK || !valOK {
+			return next, nil
+		}
+		k := c.keys.String(key)
+		if _, dup := msg.Metadata.Get(k); dup {
+			return next, nil
+		}
+		v := ""
+		if len(val) <= maxInternedValue {
+			v = c.values.String(val)
+		} else {
+			v = string(val)
+		}
+		msg.Metadata.Add(k, v)
+		return next, nil
+	})
+}
+
+// SetID rewrites the request id in the frame header, in place.
+func (c *Codec) SetID(msg *codec.Message, id uint64) {
+	if len(msg.Frame) >= headerLen {
+		binary.BigEndian.PutUint64(msg.Frame[4:12], id)
+	}
+	msg.ID = id
+}
+
+// Encode appends msg to dst with its attachments edited by mutation, and points msg.Frame at the copy. Only
+// the attachment map is re-encoded (set values are written as strings; untouched entries keep their bytes);
+// the header, the head strings and the arguments are copied as they are. Only Hessian 2 requests can be
+// edited; any message is copied unchanged by an empty mutation.
+func (c *Codec) Encode(dst []byte, msg *codec.Message, mutation *codec.Mutation) ([]byte, error) {
+	frame := msg.Frame
+	if len(frame) < headerLen {
+		return dst, errors.New("dubbo: encode: the message holds no frame")
+	}
+	if mutation.Empty() {
+		out := append(dst, frame...)
+		msg.Frame = out[len(dst):]
+		return out, nil
+	}
+	st := msg.Private[privState]
+	if st&stHessianRequest == 0 {
+		if frame[2]&flagRequest == 0 || frame[2]&flagEvent != 0 {
+			return dst, fmt.Errorf("dubbo: encode: %s %d has no attachments to rewrite", msg.Type, msg.ID)
+		}
+		return dst, fmt.Errorf("dubbo: encode: cannot rewrite the attachments of request %d: it is serialized with id %d, and only hessian2 (2) is supported",
+			msg.ID, st&serialMask)
+	}
+	if err := c.locate(msg); err != nil {
+		return dst, err
+	}
+	st = msg.Private[privState]
+	mapStart, mapEnd := msg.Private[privMapStart], msg.Private[privMapEnd]
+	kind := (st & stMapMask) >> stMapShift
+	renumbers := st&stMapRenumbers != 0
+
+	c.written = c.written[:0]
+	for range mutation.Set {
+		c.written = append(c.written, false)
+	}
+	out := append(dst, frame[:mapStart]...)
+	if kind == mapUntyped || kind == mapTyped {
+		entries, err := c.mapEntries(msg)
+		if err != nil {
+			return dst, err
+		}
+		out = append(out, frame[mapStart:entries]...)
+		err = c.walkMap(msg, func(key []byte, keyOK bool, k0, v0 int) (int, error) {
+			v1, err := c.r.skipValue(v0, 0)
+			if err != nil {
+				return 0, err
+			}
+			if !keyOK {
+				out = append(out, frame[k0:v1]...)
+				return v1, nil
+			}
+			set := lastSet(mutation, key)
+			drop := removes(mutation, key)
+			if (set >= 0 || drop) && renumbers && !isScalarTag(frame[v0]) {
+				return 0, fmt.Errorf("dubbo: encode: cannot rewrite attachment %q of request %d: its value is a collection or object and the map holds references that would be renumbered",
+					key, msg.ID)
+			}
+			switch {
+			case drop:
+			case set >= 0:
+				out = append(out, frame[k0:v0]...)
+				out = appendString(out, mutation.Set[set].Value)
+				c.written[set] = true
+			default:
+				out = append(out, frame[k0:v1]...)
+			}
+			return v1, nil
+		})
+		if err != nil {
+			return dst, fmt.Errorf("dubbo: encode: request %d: attachments: %w", msg.ID, err)
+		}
+	} else {
+		out = append(out, tagMapUntyped)
+	}
+	for i, kv := range mutation.Set {
+		if c.written[i] || lastSetString(mutation, kv.Key) != i || removesString(mutation, kv.Key) {
+			continue
+		}
+		out = appendString(appendString(out, kv.Key), kv.Value)
+	}
+	out = append(out, tagEnd)
+	out = append(out, frame[mapEnd:]...)
+
+	bodyLen := len(out) - len(dst) - headerLen
+	if bodyLen > c.maxBody {
+		return dst, fmt.Errorf("dubbo: encode: request %d: body length %d exceeds limit %d", msg.ID, bodyLen, c.maxBody)
+	}
+	binary.BigEndian.PutUint32(out[len(dst)+12:], uint32(bodyLen))
+	// Decoding the new frame leaves msg consistent with it: offsets, and attachments loaded on demand.
+	msg.Reset()
+	if _, err := c.Decode(out[len(dst):], msg); err != nil {
+		return dst, fmt.Errorf("dubbo: encode: re-encoded request does not decode: %w", err)
+	}
+	return out, nil
+}
+
+// lastSet returns the index of the last Set entry for key, which is the one that wins, or -1.
+func lastSet(m *codec.Mutation, key []byte) int {
+	for i := len(m.Set) - 1; i >= 0; i-- {
+		if m.Set[i].Key == string(key) {
+			return i
+		}
+	}
+	return -1
+}
+
+// removes reports whether m removes key.
+func removes(m *codec.Mutation, key []byte) bool {
+	for _, k := range m.Remove {
+		if k == string(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// lastSetString is lastSet for a string key.
+func lastSetString(m *codec.Mutation, key string) int {
+	for i := len(m.Set) - 1; i >= 0; i-- {
+		if m.Set[i].Key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// removesString is removes for a string key.
+func removesString(m *codec.Mutation, key string) bool {
+	for _, k := range m.Remove {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// HeartbeatReply appends the answer to the heartbeat req: an event response with status OK and the same id
+// and serialization. Its body is the request's own, which for a heartbeat is the serialized null (Hessian 'N').
+func (c *Codec) HeartbeatReply(dst []byte, req *codec.Message) []byte {
+	ser := byte(req.Private[privState] & serialMask)
+	body := []byte{tagNull}
+	switch {
+	case ser == 0:
+		ser = serialHessian2
+	case ser != serialHessian2 && len(req.Frame) > headerLen:
+		body = req.Frame[headerLen:]
+	}
+	dst = appendHeader(dst, flagEvent|ser, StatusOK, req.ID, len(body))
+	return append(dst, body...)
+}
+
+// ErrorReply appends a response to req with a failure status and a Hessian 2 string as its message. A Dubbo
+// client reads a non-OK status as a failed call whatever the body, and reads the body as the error message
+// with the response's serialization; the reply is always Hessian 2, which every Dubbo runtime ships, so it is
+// readable even when the request used a serialization the codec cannot write.
+func (c *Codec) ErrorReply(dst []byte, req *codec.Message, kind codec.ErrorKind, detail string) ([]byte, int32) {
+	if req.Type != codec.Request {
+		return dst, 0
+	}
+	status := ErrorStatus(kind)
+	start := len(dst)
+	dst = appendHeader(dst, serialHessian2, status, req.ID, 0)
+	if len(detail) > maxErrorDetail {
+		detail = detail[:maxErrorDetail]
+	}
+	message := "meltemi: " + kind.String()
+	if detail != "" {
+		message += ": " + detail
+	}
+	dst = appendString(dst, message)
+	binary.BigEndian.PutUint32(dst[start+12:], uint32(len(dst)-start-headerLen))
+	return dst, int32(status)
+}
+
+// ErrorStatus is the Dubbo response status an error reply of this kind carries.
+func ErrorStatus(kind codec.ErrorKind) byte {
+	switch kind {
+	case codec.RouteNotFound, codec.ClusterNotFound:
+		return StatusServiceNotFound
+	case codec.BadResponse:
+		return StatusBadResponse
+	case codec.OverLimit:
+		return StatusThreadpoolExhausted
+	case codec.Timeout:
+		return StatusServerTimeout
+	case codec.BadRequest:
+		return StatusBadRequest
+	default: // NoHealthyUpstream, Unauthorized, Unspecified
+		return StatusServerError
+	}
+}
+
+// appendHeader appends a 16-byte header.
+func appendHeader(dst []byte, flag, status byte, id uint64, bodyLen int) []byte {
+	dst = append(dst, magicHigh, magicLow, flag, status)
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	if bodyLen > math.MaxInt32 {
+		bodyLen = math.MaxInt32
+	}
+	return binary.BigEndian.AppendUint32(dst, uint32(bodyLen))
+}
