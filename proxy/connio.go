@@ -161,9 +161,25 @@ type connWriter struct {
 	mu      sync.Mutex
 	conn    net.Conn
 	writing bool
+	batched bool // pending holds frames that a batch will flush
 	pending []byte
 	spare   []byte
 	err     error
+}
+
+// writeBatch collects the writers that a read loop queued frames on while it handled several frames from one
+// read, so that each gets one write for all of them when the read's frames are done.
+type writeBatch struct {
+	writers []*connWriter
+}
+
+// flush starts writing everything queued in the batch.
+func (b *writeBatch) flush() {
+	for i, w := range b.writers {
+		w.flushBatched()
+		b.writers[i] = nil
+	}
+	b.writers = b.writers[:0]
 }
 
 // newPendingWriter returns a writer that queues frames until attach gives it its connection.
@@ -185,6 +201,41 @@ func (w *connWriter) fail(err error) {
 	}
 	w.pending, w.spare = nil, nil
 	w.mu.Unlock()
+}
+
+// writeTo is write when b is nil; otherwise it queues a copy of frame for b's flush.
+func (w *connWriter) writeTo(frame []byte, b *writeBatch) error {
+	if b == nil {
+		return w.write(frame)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.pending)+len(frame) > maxPendingWrite {
+		return errWriteQueueFull
+	}
+	w.pending = append(w.pending, frame...)
+	if !w.batched && !w.writing {
+		// Whoever is writing will send the queue; otherwise the batch must.
+		w.batched = true
+		b.writers = append(b.writers, w)
+	}
+	return nil
+}
+
+// flushBatched writes what a batch queued, unless another goroutine already did or is doing it.
+func (w *connWriter) flushBatched() {
+	w.mu.Lock()
+	w.batched = false
+	if w.writing || len(w.pending) == 0 || w.err != nil {
+		w.mu.Unlock()
+		return
+	}
+	w.writing = true
+	w.mu.Unlock()
+	w.flush(nil)
 }
 
 // write sends frame, or queues a copy of it when another write is in progress.

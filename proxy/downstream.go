@@ -23,7 +23,8 @@ type downstream struct {
 	w      connWriter
 	rd     *frameReader
 	msg    codec.Message
-	replyB []byte // scratch for replies written from the read loop
+	replyB []byte     // scratch for replies written from the read loop
+	batch  writeBatch // writes queued while handling the frames of one read
 
 	// The snapshot this connection last used, and its listener in it.
 	snap *snapshot
@@ -55,6 +56,7 @@ func (d *downstream) serve() {
 	var deadline time.Time
 	for {
 		need := 0
+		var batch *writeBatch
 		for {
 			data := d.rd.data()
 			if len(data) == 0 {
@@ -67,11 +69,21 @@ func (d *downstream) serve() {
 				break
 			}
 			if err != nil {
+				if batch != nil {
+					batch.flush()
+				}
 				d.protocolError(err)
 				return
 			}
-			d.handle(&d.msg, n)
+			if n < len(data) {
+				// More frames follow in this read: their writes go out together once all are handled.
+				batch = &d.batch
+			}
+			d.handle(&d.msg, n, batch)
 			d.rd.consume(n)
+		}
+		if batch != nil {
+			batch.flush()
 		}
 		if lr := d.lr; lr != nil && lr.idleTimeout > 0 {
 			// Re-armed on every read; an expiry with requests in flight is not idleness.
@@ -116,21 +128,21 @@ func (d *downstream) protocolError(err error) {
 	}
 }
 
-// handle deals with one decoded frame of n bytes.
-func (d *downstream) handle(msg *codec.Message, n int) {
+// handle deals with one decoded frame of n bytes. Writes go to batch when it is not nil.
+func (d *downstream) handle(msg *codec.Message, n int, batch *writeBatch) {
 	switch msg.Type {
 	case codec.Request, codec.Oneway:
 		lr := d.listener()
 		if lr == nil {
 			// The listener was removed: its connections finish what is in flight and take no more.
-			d.localReply(nil, msg, codec.Unspecified, "UF", "listener removed", time.Now(), n, &d.replyB)
+			d.localReply(nil, msg, codec.Unspecified, "UF", "listener removed", time.Now(), n, &d.replyB, batch)
 			return
 		}
-		d.forward(lr, msg, time.Now())
+		d.forward(lr, msg, time.Now(), batch)
 	case codec.Heartbeat:
 		d.replyB = d.codec.HeartbeatReply(d.replyB[:0], msg)
 		if len(d.replyB) > 0 {
-			d.w.write(d.replyB)
+			d.w.writeTo(d.replyB, batch)
 		}
 	default:
 		// Replies and heartbeat answers from a client, and stream frames no codec yet produces: nothing to do.
@@ -140,33 +152,35 @@ func (d *downstream) handle(msg *codec.Message, n int) {
 }
 
 // forward runs the filter chain and the router for a request.
-func (d *downstream) forward(lr *listenerRuntime, msg *codec.Message, start time.Time) {
+func (d *downstream) forward(lr *listenerRuntime, msg *codec.Message, start time.Time, batch *writeBatch) {
 	if len(lr.filters) == 0 {
-		d.route(lr, msg, start, &d.replyB)
+		d.route(lr, msg, start, &d.replyB, batch)
 		return
 	}
-	ex := &exchange{d: d, lr: lr, msg: msg, start: start, buf: &d.replyB}
+	ex := &exchange{d: d, lr: lr, msg: msg, start: start, buf: &d.replyB, batch: batch}
 	ex.run(0)
 }
 
 // route sends a request that passed the filters to its upstream. buf is scratch space for a re-encoded request
 // or a local reply: the connection's own on the read loop, the exchange's when a filter resumed the request.
-func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.Time, buf *[]byte) {
+// Writes go to batch when it is not nil.
+func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.Time, buf *[]byte,
+	batch *writeBatch) {
 	size := len(msg.Frame)
 	r := lr.match(&msg.Metadata)
 	if r == nil {
-		d.localReply(lr, msg, codec.RouteNotFound, "NR", "no route matched", start, size, buf)
+		d.localReply(lr, msg, codec.RouteNotFound, "NR", "no route matched", start, size, buf, batch)
 		return
 	}
 	c, name := r.target()
 	if c == nil {
-		d.localReply(lr, msg, codec.ClusterNotFound, "NC", "cluster "+name+" not found", start, size, buf)
+		d.localReply(lr, msg, codec.ClusterNotFound, "NC", "cluster "+name+" not found", start, size, buf, batch)
 		return
 	}
 	ep := c.pick()
 	if ep == nil {
 		d.localReplyPeer(lr, msg, codec.NoHealthyUpstream, "UH", "no endpoint in cluster "+name, start, size,
-			c.noEndpoint, buf)
+			c.noEndpoint, buf, batch)
 		return
 	}
 	if r.reqMutation != nil {
@@ -178,7 +192,7 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 		frame, err := enc.Encode((*buf)[:0], msg, r.reqMutation)
 		if err != nil {
 			d.localReplyPeer(lr, msg, codec.BadRequest, "DPE", "request mutation: "+err.Error(), start, size,
-				c.noEndpoint, buf)
+				c.noEndpoint, buf, batch)
 			return
 		}
 		*buf = frame
@@ -186,7 +200,7 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 	}
 	h := d.p.hostFor(ep, lr, c)
 	if msg.Type == codec.Oneway {
-		if err := h.sendOneway(msg.Frame); err != nil {
+		if err := h.sendOneway(msg.Frame, batch); err != nil {
 			d.p.log.Debug("oneway request dropped", "upstream", ep.address, "error", err)
 		}
 		d.p.metrics.record(ep.peer, lr.protocol, -1, "-", time.Since(start), size, -1)
@@ -195,25 +209,25 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 	call := newCall(d, lr, r, ep.peer, msg, start, size)
 	d.inflight.Add(1)
 	lr.active.Inc()
-	h.send(call, d.codec, msg)
+	h.send(call, d.codec, msg, batch)
 }
 
 // localReply answers a request from the proxy itself.
 func (d *downstream) localReply(lr *listenerRuntime, msg *codec.Message, kind codec.ErrorKind, flag,
-	detail string, start time.Time, reqSize int, buf *[]byte) {
+	detail string, start time.Time, reqSize int, buf *[]byte, batch *writeBatch) {
 	var peer *peerLabels
 	if lr != nil {
 		peer = lr.noDestination
 	}
-	d.localReplyPeer(lr, msg, kind, flag, detail, start, reqSize, peer, buf)
+	d.localReplyPeer(lr, msg, kind, flag, detail, start, reqSize, peer, buf, batch)
 }
 
 func (d *downstream) localReplyPeer(lr *listenerRuntime, msg *codec.Message, kind codec.ErrorKind, flag,
-	detail string, start time.Time, reqSize int, peer *peerLabels, buf *[]byte) {
+	detail string, start time.Time, reqSize int, peer *peerLabels, buf *[]byte, batch *writeBatch) {
 	reply, status := d.codec.ErrorReply((*buf)[:0], msg, kind, "meltemi: "+detail)
 	*buf = reply
 	if len(reply) > 0 {
-		if err := d.w.write(reply); err != nil {
+		if err := d.w.writeTo(reply, batch); err != nil {
 			d.conn.Close()
 		}
 	}
@@ -285,8 +299,9 @@ func (c *call) release() {
 	callPool.Put(c)
 }
 
-// respond sends an upstream's reply downstream. resp was decoded by the upstream's codec uc.
-func (c *call) respond(uc codec.Codec, resp *codec.Message) {
+// respond sends an upstream's reply downstream. resp was decoded by the upstream's codec uc. The write goes to
+// batch when it is not nil.
+func (c *call) respond(uc codec.Codec, resp *codec.Message, batch *writeBatch) {
 	d := c.d
 	uc.SetID(resp, c.req.ID)
 	if c.r.resMutation != nil {
@@ -303,7 +318,7 @@ func (c *call) respond(uc codec.Codec, resp *codec.Message) {
 			f.OnResponse(ex, resp)
 		}
 	}
-	if err := d.w.write(resp.Frame); err != nil {
+	if err := d.w.writeTo(resp.Frame, batch); err != nil {
 		d.conn.Close()
 	}
 	d.requestDone(c.lr)
@@ -336,7 +351,8 @@ type exchange struct {
 	next    int
 	replied bool
 	paused  bool
-	buf     *[]byte // scratch: the connection's on the read loop, the exchange's own once paused
+	buf     *[]byte     // scratch: the connection's on the read loop, the exchange's own once paused
+	batch   *writeBatch // the read loop's batch; nil once paused
 	own     []byte
 }
 
@@ -349,7 +365,8 @@ func (ex *exchange) Reply(kind codec.ErrorKind, detail string) {
 		return
 	}
 	ex.replied = true
-	ex.d.localReply(ex.lr, ex.msg, kind, kind.ResponseFlag(), detail, ex.start, len(ex.msg.Frame), ex.buf)
+	ex.d.localReply(ex.lr, ex.msg, kind, kind.ResponseFlag(), detail, ex.start, len(ex.msg.Frame), ex.buf,
+		ex.batch)
 }
 
 // Reroute is a no-op: the router matches after the filters have run, so it always sees their changes.
@@ -378,7 +395,7 @@ func (ex *exchange) run(i int) {
 			return
 		}
 	}
-	ex.d.route(ex.lr, ex.msg, ex.start, ex.buf)
+	ex.d.route(ex.lr, ex.msg, ex.start, ex.buf, ex.batch)
 }
 
 // detach copies the request out of the connection's buffers, all metadata decoded.
@@ -389,5 +406,5 @@ func (ex *exchange) detach() {
 	m.Type, m.ID, m.Status, m.Failed, m.Private = ex.msg.Type, ex.msg.ID, ex.msg.Status, ex.msg.Failed,
 		ex.msg.Private
 	m.Frame = append([]byte(nil), ex.msg.Frame...)
-	ex.msg, ex.buf = m, &ex.own
+	ex.msg, ex.buf, ex.batch = m, &ex.own, nil
 }

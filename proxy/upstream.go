@@ -76,7 +76,7 @@ func (p *Proxy) hostFor(ep *endpointRef, lr *listenerRuntime, c *cluster) *host 
 
 // send forwards a two-way request. msg's frame is written (or copied) before send returns; its id is
 // rewritten in place with dc, the downstream connection's codec, which decoded it.
-func (h *host) send(c *call, dc codec.Codec, msg *codec.Message) {
+func (h *host) send(c *call, dc codec.Codec, msg *codec.Message, batch *writeBatch) {
 	h.active.Add(1)
 	for attempt := 0; ; attempt++ {
 		uc := h.acquire()
@@ -92,7 +92,7 @@ func (h *host) send(c *call, dc codec.Codec, msg *codec.Message) {
 		if h.multiplexing {
 			dc.SetID(msg, uint64(id))
 		}
-		if err := uc.w.write(msg.Frame); err != nil {
+		if err := uc.w.writeTo(msg.Frame, batch); err != nil {
 			// The read loop notices the broken connection and fails what is registered on it, this call too.
 			uc.close(err)
 		}
@@ -101,9 +101,9 @@ func (h *host) send(c *call, dc codec.Codec, msg *codec.Message) {
 }
 
 // sendOneway forwards a request that expects no reply.
-func (h *host) sendOneway(frame []byte) error {
+func (h *host) sendOneway(frame []byte, batch *writeBatch) error {
 	uc := h.acquire()
-	err := uc.w.write(frame)
+	err := uc.w.writeTo(frame, batch)
 	if !h.multiplexing {
 		h.releaseIdle(uc)
 	}
@@ -321,8 +321,10 @@ func (uc *upstreamConn) readLoop(conn net.Conn) {
 	defer rd.release()
 	var msg codec.Message
 	var deadline time.Time
+	var batched writeBatch
 	for {
 		need := 0
+		var batch *writeBatch
 		for {
 			data := rd.data()
 			if len(data) == 0 {
@@ -335,13 +337,22 @@ func (uc *upstreamConn) readLoop(conn net.Conn) {
 				break
 			}
 			if err != nil {
+				if batch != nil {
+					batch.flush()
+				}
 				h.upstreamDecodeErrors.Inc()
 				h.p.log.Info("closing upstream connection on bad frame", "address", h.key.address, "error", err)
 				uc.closeWith(codec.BadResponse, err)
 				return
 			}
-			uc.handle(&msg)
+			if n < len(data) {
+				batch = &batched // more replies in this read: write each downstream connection's together
+			}
+			uc.handle(&msg, batch)
 			rd.consume(n)
+		}
+		if batch != nil {
+			batch.flush()
 		}
 		if h.idleTimeout > 0 {
 			if now := time.Now(); deadline.Sub(now) < h.idleTimeout/2 {
@@ -383,14 +394,14 @@ func (uc *upstreamConn) closeWith(kind codec.ErrorKind, err error) {
 	uc.close(err)
 }
 
-// handle delivers one reply.
-func (uc *upstreamConn) handle(msg *codec.Message) {
+// handle delivers one reply; writes go to batch when it is not nil.
+func (uc *upstreamConn) handle(msg *codec.Message, batch *writeBatch) {
 	h := uc.h
 	switch msg.Type {
 	case codec.Response, codec.Error:
 	case codec.Heartbeat:
 		if reply := uc.codec.HeartbeatReply(nil, msg); len(reply) > 0 {
-			uc.w.write(reply)
+			uc.w.writeTo(reply, batch)
 		}
 		return
 	default:
@@ -402,7 +413,7 @@ func (uc *upstreamConn) handle(msg *codec.Message) {
 		return
 	}
 	h.active.Add(-1)
-	c.respond(uc.codec, msg)
+	c.respond(uc.codec, msg, batch)
 	if !h.multiplexing {
 		h.releaseIdle(uc)
 		return
