@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' codec proxy 2>/dev/null | \
 	xargs -r grep -H -o '^func Fuzz[A-Za-z0-9_]*' | sed 's|/[^/]*_test.go:func |:|' | sort -u)
 
-.PHONY: all build test unit e2e vet fuzz bench bench-codec clean
+.PHONY: all build test unit e2e vet fuzz bench bench-codec clean generate
 
 all: build
 
@@ -46,3 +46,7 @@ bench-codec:
 
 clean:
 	rm -rf bin
+
+## generate: regenerate the Go code and CRD manifests under api/ (installs its own pinned tools).
+generate:
+	GO="$(GO)" ./hack/generate.sh
