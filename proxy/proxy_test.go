@@ -94,6 +94,7 @@ type server struct {
 	name     string
 	ln       net.Listener
 	accepted atomic.Int64
+	closed   atomic.Int64
 	requests atomic.Int64
 	// hold, when set, makes the server read requests and never answer.
 	hold bool
@@ -128,9 +129,17 @@ func startServer(t *testing.T, addr, name string) *server {
 
 func (s *server) addr() string { return s.ln.Addr().String() }
 
+// openConns counts the accepted connections the client has not closed yet.
+func (s *server) openConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns) - int(s.closed.Load())
+}
+
 // serve answers a connection's requests, reusing its buffers so that benchmarks count the proxy's allocations,
 // not the server's.
 func (s *server) serve(c net.Conn) {
+	defer s.closed.Add(1)
 	defer c.Close()
 	br := bufio.NewReaderSize(c, 64<<10)
 	var hdr [16]byte
