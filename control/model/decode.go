@@ -1,0 +1,314 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	networking "istio.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+)
+
+// Groups and versions of the kinds the model reads.
+const (
+	istioGroup  = "networking.istio.io"
+	aerakiGroup = "metaprotocol.aeraki.io"
+)
+
+// istioVersions are the apiVersions Istio serves its networking kinds under; the schema is the same.
+var istioVersions = []string{"v1", "v1beta1", "v1alpha3"}
+
+// Decode reads one manifest, given as JSON, into an object and checks it (Validate). The key is
+// whatever identity could be read, even when the object could not: it lets a source keep serving
+// the last good version of an object that turned bad. obj is nil when there is an error, or when
+// the manifest is of a kind the model does not hold (reported as a warning). Unknown fields are
+// errors naming the field's path.
+func Decode(origin Origin, doc []byte) (obj Object, key Key, problems []Problem) {
+	key, problems = readKey(origin, doc)
+	if HasErrors(problems) || key.Kind == "" {
+		return nil, key, problems
+	}
+	meta := &Meta{Kind: key.Kind, Namespace: key.Namespace, Name: key.Name, Origin: origin}
+	r := &reporter{meta: meta, out: problems}
+	switch key.Kind {
+	case KindServiceEntry:
+		spec := &networking.ServiceEntry{}
+		if decodeIstio(doc, meta, spec, r) {
+			obj = &ServiceEntry{Meta: *meta, Spec: spec}
+		}
+	case KindDestinationRule:
+		spec := &networking.DestinationRule{}
+		if decodeIstio(doc, meta, spec, r) {
+			obj = &DestinationRule{Meta: *meta, Spec: spec}
+		}
+	case KindWorkloadEntry:
+		spec := &networking.WorkloadEntry{}
+		if decodeIstio(doc, meta, spec, r) {
+			obj = &WorkloadEntry{Meta: *meta, Spec: spec}
+		}
+	case KindMetaRouter:
+		var mr v1alpha1.MetaRouter
+		if decodeStrict(doc, &mr, r) {
+			setMeta(meta, &mr.ObjectMeta)
+			obj = &MetaRouter{Meta: *meta, Spec: &mr.Spec}
+		}
+	case KindApplicationProtocol:
+		var ap v1alpha1.ApplicationProtocol
+		if decodeStrict(doc, &ap, r) {
+			setMeta(meta, &ap.ObjectMeta)
+			obj = &ApplicationProtocol{Meta: *meta, Spec: &ap.Spec}
+		}
+	}
+	if obj == nil {
+		return nil, key, r.out
+	}
+	r.out = append(r.out, Validate(obj)...)
+	if HasErrors(r.out) {
+		return nil, key, r.out
+	}
+	return obj, key, r.out
+}
+
+// readKey reads kind, apiVersion and name without a schema, so that a document whose spec is wrong
+// is still known by its name. The returned Kind is empty for a kind the model does not hold.
+func readKey(origin Origin, doc []byte) (Key, []Problem) {
+	var head map[string]any
+	var key Key
+	fail := func(field, format string, args ...any) (Key, []Problem) {
+		return key, []Problem{{Origin: origin, Key: key, Field: field, Message: fmt.Sprintf(format, args...)}}
+	}
+	if err := json.Unmarshal(doc, &head); err != nil || head == nil {
+		return fail("", "not a Kubernetes object: a mapping with apiVersion, kind and metadata is expected")
+	}
+	kind, _ := head["kind"].(string)
+	apiVersion, _ := head["apiVersion"].(string)
+	if md, ok := head["metadata"].(map[string]any); ok {
+		key.Name, _ = md["name"].(string)
+		key.Namespace, _ = md["namespace"].(string)
+	}
+	if key.Namespace == "" {
+		key.Namespace = DefaultNamespace
+	}
+	key.Kind = Kind(kind)
+	switch {
+	case kind == "":
+		return fail("kind", "kind is required")
+	case apiVersion == "":
+		return fail("apiVersion", "apiVersion is required")
+	}
+	group, version, _ := strings.Cut(apiVersion, "/")
+	var wantGroup string
+	var versions []string
+	switch key.Kind {
+	case KindServiceEntry, KindDestinationRule, KindWorkloadEntry:
+		wantGroup, versions = istioGroup, istioVersions
+	case KindMetaRouter, KindApplicationProtocol:
+		wantGroup, versions = aerakiGroup, []string{"v1alpha1"}
+	default:
+		key.Kind = ""
+		return key, []Problem{{Origin: origin, Key: Key{Kind: Kind(kind), Namespace: key.Namespace, Name: key.Name},
+			Message: fmt.Sprintf("kind %s (%s) is not read by Meltemi; ignored", kind, apiVersion), Severity: SeverityWarning}}
+	}
+	if group != wantGroup || !slices.Contains(versions, version) {
+		return fail("apiVersion", "%s %q is not supported; use %s/%s", kind, apiVersion, wantGroup, strings.Join(versions, ", "+wantGroup+"/"))
+	}
+	if key.Name == "" {
+		return fail("metadata.name", "name is required")
+	}
+	return key, nil
+}
+
+// istioManifest is the envelope of an Istio object; the spec is a protobuf message, decoded by protojson.
+type istioManifest struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              json.RawMessage `json:"spec"`
+	// Status is written by Istio's controllers; it is accepted and not read.
+	Status json.RawMessage `json:"status,omitempty"`
+}
+
+func decodeIstio(doc []byte, meta *Meta, spec proto.Message, r *reporter) bool {
+	var m istioManifest
+	if !decodeStrict(doc, &m, r) {
+		return false
+	}
+	setMeta(meta, &m.ObjectMeta)
+	if len(m.Spec) == 0 || bytes.Equal(m.Spec, []byte("null")) {
+		r.errorf("spec", "spec is required")
+		return false
+	}
+	var generic any
+	dec := json.NewDecoder(bytes.NewReader(m.Spec))
+	dec.UseNumber()
+	if err := dec.Decode(&generic); err != nil {
+		r.errorf("spec", "%v", err)
+		return false
+	}
+	before := len(r.out)
+	checkProtoFields(spec.ProtoReflect().Descriptor(), generic, "spec", r)
+	if len(r.out) > before {
+		// The walk names the fields; protojson would only repeat the first of them, less precisely.
+		return false
+	}
+	if err := protojson.Unmarshal(m.Spec, spec); err != nil {
+		r.errorf("spec", "%s", protoErrorPrefix.ReplaceAllString(err.Error(), ""))
+		return false
+	}
+	return true
+}
+
+// protoErrorPrefix matches what protojson puts before its messages. Its line numbers count lines of
+// the JSON the YAML was turned into, which the user never saw. protobuf-go randomly uses a
+// non-breaking space after "proto:" so that nobody depends on the text; this only strips it.
+var protoErrorPrefix = regexp.MustCompile(`^proto:[\s\x{a0}]*(\(line \d+:\d+\):[\s\x{a0}]*)?`)
+
+// checkProtoFields walks a spec as generic JSON along the message's descriptor and reports fields the
+// message does not have and enum values it does not know, each by its path, which protojson's own
+// errors do not give.
+func checkProtoFields(md protoreflect.MessageDescriptor, v any, path string, r *reporter) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		if v != nil {
+			r.errorf(path, "expected an object, got %s", jsonType(v))
+		}
+		return
+	}
+	fields := md.Fields()
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		fd := fields.ByJSONName(k)
+		if fd == nil {
+			fd = fields.ByName(protoreflect.Name(k))
+		}
+		fieldPath := path + "." + k
+		if fd == nil {
+			r.errorf(fieldPath, "unknown field")
+			continue
+		}
+		val := obj[k]
+		switch {
+		case val == nil:
+		case fd.IsMap():
+			m, ok := val.(map[string]any)
+			if !ok {
+				r.errorf(fieldPath, "expected a map, got %s", jsonType(val))
+				continue
+			}
+			for _, mk := range slices.Sorted(maps.Keys(m)) {
+				checkProtoValue(fd.MapValue(), m[mk], fieldPath+"."+mk, r)
+			}
+		case fd.IsList():
+			list, ok := val.([]any)
+			if !ok {
+				r.errorf(fieldPath, "expected a list, got %s", jsonType(val))
+				continue
+			}
+			for i, e := range list {
+				checkProtoValue(fd, e, fmt.Sprintf("%s[%d]", fieldPath, i), r)
+			}
+		default:
+			checkProtoValue(fd, val, fieldPath, r)
+		}
+	}
+}
+
+func checkProtoValue(fd protoreflect.FieldDescriptor, v any, path string, r *reporter) {
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		// Well-known types (Duration, wrappers, Struct) have JSON forms of their own; protojson checks them.
+		if !strings.HasPrefix(string(fd.Message().FullName()), "google.protobuf.") {
+			checkProtoFields(fd.Message(), v, path, r)
+		}
+	case protoreflect.BoolKind:
+		if _, ok := v.(bool); !ok {
+			r.errorf(path, "expected a boolean, got %s", jsonType(v))
+		}
+	case protoreflect.StringKind, protoreflect.BytesKind:
+		if _, ok := v.(string); !ok {
+			r.errorf(path, "expected a string, got %s", jsonType(v))
+		}
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
+		protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind,
+		protoreflect.FloatKind, protoreflect.DoubleKind:
+		// protojson also takes numbers written as strings; whether the number fits is left to it.
+		s, isString := v.(string)
+		_, isNumber := v.(json.Number)
+		if _, err := strconv.ParseFloat(s, 64); !isNumber && (!isString || err != nil) {
+			r.errorf(path, "expected a number, got %s", jsonType(v))
+		}
+	case protoreflect.EnumKind:
+		if s, ok := v.(string); ok && fd.Enum().Values().ByName(protoreflect.Name(s)) == nil {
+			values := fd.Enum().Values()
+			names := make([]string, values.Len())
+			for i := range values.Len() {
+				names[i] = string(values.Get(i).Name())
+			}
+			r.errorf(path, "unknown value %q; one of %s", s, strings.Join(names, ", "))
+		}
+	}
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "a list"
+	case string:
+		return "a string"
+	case json.Number, float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return "null"
+}
+
+// decodeStrict decodes a Kubernetes-style object, reporting unknown and duplicate fields by path.
+func decodeStrict(doc []byte, v any, r *reporter) bool {
+	strictErrs, err := sigsjson.UnmarshalStrict(doc, v)
+	if err != nil {
+		field, msg := describeJSONError(err)
+		r.errorf(field, "%s", msg)
+		return false
+	}
+	for _, e := range strictErrs {
+		var fe sigsjson.FieldError
+		if errors.As(e, &fe) {
+			// The message is `unknown field "path"`; the path goes in the field column.
+			msg, _, _ := strings.Cut(fe.Error(), ` "`)
+			r.errorf(fe.FieldPath(), "%s", msg)
+		} else {
+			r.errorf("", "%v", e)
+		}
+	}
+	return len(strictErrs) == 0
+}
+
+// typeError matches encoding/json's UnmarshalTypeError text, which carries the field's path
+// (without list indices) between the struct's name and "of type".
+var typeError = regexp.MustCompile(`^json: cannot unmarshal (.+) into Go struct field [^.\s]*\.(\S+) of type (.+)$`)
+
+func describeJSONError(err error) (field, msg string) {
+	if m := typeError.FindStringSubmatch(err.Error()); m != nil {
+		return m[2], fmt.Sprintf("expected %s, got %s", m[3], m[1])
+	}
+	return "", strings.TrimPrefix(err.Error(), "json: ")
+}
+
+func setMeta(meta *Meta, om *metav1.ObjectMeta) {
+	meta.Labels = om.Labels
+	meta.Annotations = om.Annotations
+}

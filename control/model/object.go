@@ -1,0 +1,262 @@
+package model
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+	networking "istio.io/api/networking/v1"
+
+	"github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+)
+
+// Kind names a kind of object the model holds, as manifests spell it.
+type Kind string
+
+// The kinds the model holds.
+const (
+	KindServiceEntry        Kind = "ServiceEntry"
+	KindDestinationRule     Kind = "DestinationRule"
+	KindWorkloadEntry       Kind = "WorkloadEntry"
+	KindMetaRouter          Kind = "MetaRouter"
+	KindApplicationProtocol Kind = "ApplicationProtocol"
+)
+
+// DefaultNamespace is the namespace of an object whose manifest names none, as kubectl assumes.
+const DefaultNamespace = "default"
+
+// Origin says where an object was read from, for messages and for "first in file order" rules.
+type Origin struct {
+	// File is the path of the file, as the source was given it (or another source's name for its input).
+	File string
+	// Document is the 1-based position of the object among the file's non-empty YAML documents; 0 when
+	// not known.
+	Document int
+	// Line is the 1-based line of the file where the document starts; 0 when not known.
+	Line int
+}
+
+// Compare orders origins by file, then by position in the file.
+func (o Origin) Compare(p Origin) int {
+	return cmp.Or(cmp.Compare(o.File, p.File), cmp.Compare(o.Document, p.Document))
+}
+
+// String is "file (document n)", or less when less is known.
+func (o Origin) String() string {
+	if o.Document == 0 {
+		return o.File
+	}
+	return fmt.Sprintf("%s (document %d)", o.File, o.Document)
+}
+
+// Key identifies an object: two objects with the same key are two versions of one object.
+type Key struct {
+	Kind      Kind
+	Namespace string
+	Name      string
+}
+
+// String is "Kind namespace/name".
+func (k Key) String() string {
+	return fmt.Sprintf("%s %s/%s", k.Kind, k.Namespace, k.Name)
+}
+
+// Compare orders keys by kind, namespace and name.
+func (k Key) Compare(l Key) int {
+	return cmp.Or(cmp.Compare(k.Kind, l.Kind), cmp.Compare(k.Namespace, l.Namespace), cmp.Compare(k.Name, l.Name))
+}
+
+// Meta is what every object carries besides its spec.
+type Meta struct {
+	Kind        Kind
+	Namespace   string
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+	Origin      Origin
+}
+
+// Metadata returns m; through embedding it makes every object an Object.
+func (m *Meta) Metadata() *Meta { return m }
+
+// Key returns the object's identity.
+func (m *Meta) Key() Key { return Key{Kind: m.Kind, Namespace: m.Namespace, Name: m.Name} }
+
+// Object is any object the model holds.
+type Object interface {
+	// Metadata returns the object's identity and origin.
+	Metadata() *Meta
+}
+
+// ServiceEntry is an Istio ServiceEntry: hosts, ports, addresses and endpoints of a service.
+type ServiceEntry struct {
+	Meta
+	Spec *networking.ServiceEntry
+}
+
+// DestinationRule is an Istio DestinationRule: subsets and load balancing of a host.
+type DestinationRule struct {
+	Meta
+	Spec *networking.DestinationRule
+}
+
+// WorkloadEntry is an Istio WorkloadEntry: one endpoint that ServiceEntries select by labels.
+type WorkloadEntry struct {
+	Meta
+	Spec *networking.WorkloadEntry
+}
+
+// MetaRouter is an Aeraki MetaRouter: the routes and rate limits of one meta-protocol host.
+type MetaRouter struct {
+	Meta
+	Spec *v1alpha1.MetaRouterSpec
+}
+
+// ApplicationProtocol is an Aeraki ApplicationProtocol: a protocol name and the codec that speaks it.
+type ApplicationProtocol struct {
+	Meta
+	Spec *v1alpha1.ApplicationProtocolSpec
+}
+
+// Objects is a set of objects, the input of Build. Sources fill it; Build does not modify it.
+type Objects struct {
+	ServiceEntries       []*ServiceEntry
+	DestinationRules     []*DestinationRule
+	WorkloadEntries      []*WorkloadEntry
+	MetaRouters          []*MetaRouter
+	ApplicationProtocols []*ApplicationProtocol
+}
+
+// Add appends obj to the list of its kind; objects of other types are ignored.
+func (o *Objects) Add(obj Object) {
+	switch v := obj.(type) {
+	case *ServiceEntry:
+		o.ServiceEntries = append(o.ServiceEntries, v)
+	case *DestinationRule:
+		o.DestinationRules = append(o.DestinationRules, v)
+	case *WorkloadEntry:
+		o.WorkloadEntries = append(o.WorkloadEntries, v)
+	case *MetaRouter:
+		o.MetaRouters = append(o.MetaRouters, v)
+	case *ApplicationProtocol:
+		o.ApplicationProtocols = append(o.ApplicationProtocols, v)
+	}
+}
+
+// Len is the number of objects.
+func (o *Objects) Len() int {
+	return len(o.ServiceEntries) + len(o.DestinationRules) + len(o.WorkloadEntries) +
+		len(o.MetaRouters) + len(o.ApplicationProtocols)
+}
+
+// All returns every object, kinds in a fixed order, each kind in the order held.
+func (o *Objects) All() []Object {
+	all := make([]Object, 0, o.Len())
+	for _, v := range o.ServiceEntries {
+		all = append(all, v)
+	}
+	for _, v := range o.DestinationRules {
+		all = append(all, v)
+	}
+	for _, v := range o.WorkloadEntries {
+		all = append(all, v)
+	}
+	for _, v := range o.MetaRouters {
+		all = append(all, v)
+	}
+	for _, v := range o.ApplicationProtocols {
+		all = append(all, v)
+	}
+	return all
+}
+
+// sorted returns a copy whose lists are in file order (then key order, for objects without origin),
+// the order every "first one wins" rule and the content hash rely on.
+func (o *Objects) sorted() Objects {
+	return Objects{
+		ServiceEntries:       sortedByOrigin(o.ServiceEntries),
+		DestinationRules:     sortedByOrigin(o.DestinationRules),
+		WorkloadEntries:      sortedByOrigin(o.WorkloadEntries),
+		MetaRouters:          sortedByOrigin(o.MetaRouters),
+		ApplicationProtocols: sortedByOrigin(o.ApplicationProtocols),
+	}
+}
+
+func sortedByOrigin[T Object](in []T) []T {
+	out := slices.Clone(in)
+	slices.SortStableFunc(out, func(a, b T) int {
+		ma, mb := a.Metadata(), b.Metadata()
+		return cmp.Or(ma.Origin.Compare(mb.Origin), ma.Key().Compare(mb.Key()))
+	})
+	return out
+}
+
+// Hash returns a digest of the content: equal sets of objects, whatever order they were added in,
+// have equal hashes, so a source can tell that a change (a file saved unchanged) changed nothing.
+// Origins count, because file order decides which of two conflicting objects wins.
+func (o *Objects) Hash() string {
+	sorted := o.sorted()
+	return sorted.hashSorted()
+}
+
+func (o *Objects) hashSorted() string {
+	h := sha256.New()
+	for _, obj := range o.All() {
+		hashObject(h, obj)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func hashObject(h hash.Hash, obj Object) {
+	m := obj.Metadata()
+	writeField(h, []byte(m.Kind))
+	writeField(h, []byte(m.Namespace))
+	writeField(h, []byte(m.Name))
+	writeField(h, []byte(m.Origin.File))
+	writeField(h, binary.BigEndian.AppendUint64(nil, uint64(m.Origin.Document)))
+	writeField(h, mustJSON(m.Labels))
+	writeField(h, mustJSON(m.Annotations))
+	var spec []byte
+	switch v := obj.(type) {
+	case *ServiceEntry:
+		spec = mustProto(v.Spec)
+	case *DestinationRule:
+		spec = mustProto(v.Spec)
+	case *WorkloadEntry:
+		spec = mustProto(v.Spec)
+	case *MetaRouter:
+		spec = mustJSON(v.Spec)
+	case *ApplicationProtocol:
+		spec = mustJSON(v.Spec)
+	}
+	writeField(h, spec)
+}
+
+// writeField length-prefixes b so that no two different field sequences hash alike.
+func writeField(h hash.Hash, b []byte) {
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
+	h.Write(b)
+}
+
+func mustJSON(v any) []byte {
+	// Maps marshal with sorted keys, so the encoding is deterministic; these types always marshal.
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("model: hashing %T: %v", v, err))
+	}
+	return b
+}
+
+func mustProto(m proto.Message) []byte {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("model: hashing %T: %v", m, err))
+	}
+	return b
+}

@@ -1,0 +1,289 @@
+package model
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	networking "istio.io/api/networking/v1"
+
+	"github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+)
+
+// Validate checks one object on its own, as an admission webhook would: what it means together with
+// other objects (unknown protocols, clashing addresses, missing hosts) is Build's business. An object
+// with an error must not be served; a source keeps its last good version instead.
+func Validate(obj Object) []Problem {
+	r := &reporter{meta: obj.Metadata()}
+	switch v := obj.(type) {
+	case *ServiceEntry:
+		validateServiceEntry(v.Spec, r)
+	case *DestinationRule:
+		validateDestinationRule(v.Spec, r)
+	case *WorkloadEntry:
+		validateWorkloadEntry(v.Spec, r)
+	case *MetaRouter:
+		validateMetaRouter(v.Spec, r)
+	case *ApplicationProtocol:
+		validateApplicationProtocol(v.Spec, r)
+	}
+	return r.out
+}
+
+func validateServiceEntry(se *networking.ServiceEntry, r *reporter) {
+	if len(se.GetHosts()) == 0 {
+		r.errorf("spec.hosts", "at least one host is required")
+	}
+	seen := map[string]bool{}
+	for i, h := range se.GetHosts() {
+		f := fmt.Sprintf("spec.hosts[%d]", i)
+		switch {
+		case h == "":
+			r.errorf(f, "host must not be empty")
+		case seen[h]:
+			r.errorf(f, "host %q is listed twice", h)
+		}
+		seen[h] = true
+	}
+	for i, a := range se.GetAddresses() {
+		if _, err := netip.ParseAddr(a); err != nil {
+			if _, err := netip.ParsePrefix(a); err != nil {
+				r.errorf(fmt.Sprintf("spec.addresses[%d]", i), "%q is neither an IP address nor a CIDR block", a)
+			}
+		}
+	}
+	names, numbers := map[string]bool{}, map[uint32]bool{}
+	for i, p := range se.GetPorts() {
+		f := fmt.Sprintf("spec.ports[%d]", i)
+		if p.GetNumber() == 0 || p.GetNumber() > 65535 {
+			r.errorf(f+".number", "port number %d is not in 1-65535", p.GetNumber())
+		} else if numbers[p.GetNumber()] {
+			r.errorf(f+".number", "port %d is listed twice", p.GetNumber())
+		}
+		numbers[p.GetNumber()] = true
+		if p.GetName() == "" {
+			r.errorf(f+".name", "port name is required")
+		} else if names[p.GetName()] {
+			r.errorf(f+".name", "port name %q is used twice", p.GetName())
+		}
+		names[p.GetName()] = true
+		if p.GetTargetPort() > 65535 {
+			r.errorf(f+".targetPort", "target port %d is not in 1-65535", p.GetTargetPort())
+		}
+	}
+	res := se.GetResolution()
+	if len(se.GetEndpoints()) > 0 && se.GetWorkloadSelector() != nil {
+		r.errorf("spec.workloadSelector", "endpoints and workloadSelector are mutually exclusive")
+	}
+	if res == networking.ServiceEntry_NONE && len(se.GetEndpoints()) > 0 {
+		r.errorf("spec.endpoints", "endpoints need resolution STATIC or DNS; resolution is NONE")
+	}
+	for i, ep := range se.GetEndpoints() {
+		f := fmt.Sprintf("spec.endpoints[%d]", i)
+		validateWorkload(ep, f, r)
+		if _, err := netip.ParseAddr(ep.GetAddress()); err != nil && res == networking.ServiceEntry_STATIC &&
+			ep.GetAddress() != "" && !strings.HasPrefix(ep.GetAddress(), "unix://") {
+			r.errorf(f+".address", "%q is not an IP address, as resolution STATIC requires", ep.GetAddress())
+		}
+		for _, name := range slices.Sorted(maps.Keys(ep.GetPorts())) {
+			if !names[name] {
+				r.warnf(f+".ports."+name, "the ServiceEntry has no port named %q; ignored", name)
+			}
+		}
+	}
+}
+
+// validateWorkload checks what inline endpoints and WorkloadEntries share.
+func validateWorkload(we *networking.WorkloadEntry, field string, r *reporter) {
+	if we.GetAddress() == "" {
+		r.errorf(field+".address", "address is required")
+	}
+	for _, name := range slices.Sorted(maps.Keys(we.GetPorts())) {
+		if port := we.GetPorts()[name]; port == 0 || port > 65535 {
+			r.errorf(field+".ports."+name, "port %d is not in 1-65535", port)
+		}
+	}
+}
+
+func validateWorkloadEntry(we *networking.WorkloadEntry, r *reporter) {
+	validateWorkload(we, "spec", r)
+}
+
+func validateDestinationRule(dr *networking.DestinationRule, r *reporter) {
+	if dr.GetHost() == "" {
+		r.errorf("spec.host", "host is required")
+	}
+	checkLoadBalancer(dr.GetTrafficPolicy().GetLoadBalancer(), "spec.trafficPolicy.loadBalancer", r)
+	seen := map[string]bool{}
+	for i, s := range dr.GetSubsets() {
+		f := fmt.Sprintf("spec.subsets[%d]", i)
+		switch {
+		case s.GetName() == "":
+			r.errorf(f+".name", "subset name is required")
+		case seen[s.GetName()]:
+			r.errorf(f+".name", "subset %q is defined twice", s.GetName())
+		}
+		seen[s.GetName()] = true
+		checkLoadBalancer(s.GetTrafficPolicy().GetLoadBalancer(), f+".trafficPolicy.loadBalancer", r)
+	}
+}
+
+// checkLoadBalancer warns about settings a meta-protocol proxy cannot honour, which are ignored.
+func checkLoadBalancer(lb *networking.LoadBalancerSettings, field string, r *reporter) {
+	if lb == nil {
+		return
+	}
+	if lb.GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH {
+		r.warnf(field+".simple", "PASSTHROUGH is not supported for meta-protocol services; round robin is used")
+	}
+	ch := lb.GetConsistentHash()
+	if ch == nil {
+		return
+	}
+	if ch.GetHttpHeaderName() == "" {
+		r.warnf(field+".consistentHash", "only httpHeaderName (read as a request metadata key) is supported; "+
+			"consistent hashing is not used")
+	}
+}
+
+func validateMetaRouter(spec *v1alpha1.MetaRouterSpec, r *reporter) {
+	if len(spec.Hosts) != 1 {
+		r.errorf("spec.hosts", "exactly one host is required, found %d", len(spec.Hosts))
+	} else if spec.Hosts[0] == "" {
+		r.errorf("spec.hosts[0]", "host must not be empty")
+	}
+	if len(spec.Routes) == 0 && spec.LocalRateLimit == nil && spec.GlobalRateLimit == nil {
+		r.errorf("spec", "at least one of routes, localRateLimit and globalRateLimit is required")
+	}
+	for i, route := range spec.Routes {
+		f := fmt.Sprintf("spec.routes[%d]", i)
+		if route.Match != nil {
+			checkMatch(route.Match, f+".match", r)
+		}
+		if len(route.Route) == 0 {
+			r.errorf(f+".route", "at least one destination is required")
+		}
+		var total uint64
+		for j, d := range route.Route {
+			checkDestination(&d.Destination, fmt.Sprintf("%s.route[%d].destination", f, j), r)
+			total += uint64(d.Weight)
+		}
+		if len(route.Route) > 1 && total == 0 {
+			r.errorf(f+".route", "weights are all zero")
+		}
+		if route.Mirror != nil {
+			checkDestination(route.Mirror, f+".mirror", r)
+		}
+		if p := route.MirrorPercentage; p != nil && (p.Value < 0 || p.Value > 100) {
+			r.errorf(f+".mirrorPercentage.value", "%v is not a percentage in 0-100", p.Value)
+		}
+		for j, kv := range route.RequestMutation {
+			if kv.Key == "" {
+				r.errorf(fmt.Sprintf("%s.requestMutation[%d].key", f, j), "key is required")
+			}
+		}
+		for j, kv := range route.ResponseMutation {
+			if kv.Key == "" {
+				r.errorf(fmt.Sprintf("%s.responseMutation[%d].key", f, j), "key is required")
+			}
+		}
+	}
+	if l := spec.LocalRateLimit; l != nil {
+		if l.TokenBucket == nil && len(l.Conditions) == 0 {
+			r.warnf("spec.localRateLimit", "neither tokenBucket nor conditions: nothing is limited")
+		}
+		if l.TokenBucket != nil {
+			checkTokenBucket(l.TokenBucket, "spec.localRateLimit.tokenBucket", r)
+		}
+		for i := range l.Conditions {
+			f := fmt.Sprintf("spec.localRateLimit.conditions[%d]", i)
+			checkMatch(&l.Conditions[i].Match, f+".match", r)
+			checkTokenBucket(&l.Conditions[i].TokenBucket, f+".tokenBucket", r)
+		}
+	}
+	if g := spec.GlobalRateLimit; g != nil {
+		const f = "spec.globalRateLimit"
+		checkMatch(&g.Match, f+".match", r)
+		if g.Domain == "" {
+			r.errorf(f+".domain", "domain is required")
+		}
+		if g.RateLimitService == "" {
+			r.errorf(f+".rateLimitService", "the rate limit service's cluster name is required")
+		}
+		if g.RequestTimeout != nil && g.RequestTimeout.Duration < 0 {
+			r.errorf(f+".requestTimeout", "must not be negative")
+		}
+		if len(g.Descriptors) == 0 {
+			r.errorf(f+".descriptors", "at least one descriptor is required")
+		}
+		for i, d := range g.Descriptors {
+			if d.Property == "" {
+				r.errorf(fmt.Sprintf("%s.descriptors[%d].property", f, i), "property is required")
+			}
+			if d.DescriptorKey == "" {
+				r.errorf(fmt.Sprintf("%s.descriptors[%d].descriptorKey", f, i), "descriptorKey is required")
+			}
+		}
+	}
+}
+
+func checkDestination(d *v1alpha1.Destination, field string, r *reporter) {
+	if d.Host == "" {
+		r.errorf(field+".host", "host is required")
+	}
+	if d.Port != nil && (d.Port.Number == 0 || d.Port.Number > 65535) {
+		r.errorf(field+".port.number", "port number %d is not in 1-65535", d.Port.Number)
+	}
+}
+
+func checkMatch(m *v1alpha1.MetaRouteMatch, field string, r *reporter) {
+	for _, key := range slices.Sorted(maps.Keys(m.Attributes)) {
+		sm := m.Attributes[key]
+		f := field + ".attributes." + key
+		n := 0
+		for _, set := range []bool{sm.Exact != nil, sm.Prefix != nil, sm.Regex != nil} {
+			if set {
+				n++
+			}
+		}
+		switch {
+		case n == 0:
+			r.errorf(f, "one of exact, prefix and regex is required")
+		case n > 1:
+			r.errorf(f, "only one of exact, prefix and regex may be set")
+		case sm.Regex != nil && *sm.Regex != "" && *sm.Regex != "*":
+			// Aeraki reads "" and "*" as "present"; anything else is an RE2 expression.
+			if _, err := regexp.Compile(*sm.Regex); err != nil {
+				r.errorf(f+".regex", "not an RE2 expression: %v", err)
+			}
+		}
+	}
+}
+
+func checkTokenBucket(tb *v1alpha1.TokenBucket, field string, r *reporter) {
+	if tb.MaxTokens == 0 {
+		r.errorf(field+".maxTokens", "must be greater than 0")
+	}
+	if tb.TokensPerFill != nil && *tb.TokensPerFill == 0 {
+		r.errorf(field+".tokensPerFill", "must be greater than 0")
+	}
+	if tb.FillInterval.Duration <= 0 {
+		r.errorf(field+".fillInterval", "must be greater than 0")
+	}
+}
+
+func validateApplicationProtocol(spec *v1alpha1.ApplicationProtocolSpec, r *reporter) {
+	switch {
+	case spec.Protocol == "":
+		r.errorf("spec.protocol", "protocol is required")
+	case strings.ContainsAny(spec.Protocol, "- \t"):
+		// Port names are split on '-' to find the protocol, so a name with one could never be used.
+		r.errorf("spec.protocol", "%q must not contain '-' or spaces", spec.Protocol)
+	}
+	if spec.Codec == "" {
+		r.errorf("spec.codec", "codec is required")
+	}
+}
