@@ -455,15 +455,19 @@ func TestUpdateKeepsConnectionsAndSwitchesRoutes(t *testing.T) {
 	h := newProxy(t, cfg("v1"))
 	const callers, swaps = 8, 50
 	stop := make(chan struct{})
-	var failed atomic.Int64
-	var wg sync.WaitGroup
+	var failed, calls atomic.Int64
+	var wg, started sync.WaitGroup
 	for c := range callers {
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
 			conn := h.dial()
 			br := bufio.NewReader(conn)
 			for i := uint64(1); ; i++ {
+				if i == 2 {
+					started.Done()
+				}
 				select {
 				case <-stop:
 					return
@@ -476,16 +480,24 @@ func TestUpdateKeepsConnectionsAndSwitchesRoutes(t *testing.T) {
 				r, err := readFrame(br)
 				if err != nil || r.id != i || r.status != 20 {
 					failed.Add(1)
+					if i == 1 {
+						started.Done()
+					}
 					return
 				}
+				calls.Add(1)
 			}
 		}()
 	}
+	started.Wait() // every caller has a connection and a call behind it
 	for i := range swaps {
 		target := []string{"v2", "v1"}[i%2]
 		if err := h.p.Update(cfg(target)); err != nil {
 			t.Fatal(err)
 		}
+		// Let some calls through on each config, so every swap happens under load.
+		before := calls.Load()
+		waitFor(t, "calls after a swap", func() bool { return calls.Load() >= before+callers })
 	}
 	close(stop)
 	wg.Wait()

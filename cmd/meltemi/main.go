@@ -24,6 +24,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newVersionCommand())
+	root.AddCommand(newProxyCommand())
 	root.AddCommand(newValidateCommand())
 	return root
 }
