@@ -282,15 +282,7 @@ func (s *listenerSocket) remove(d *downstream) {
 // shutdown stops accepting and lets the connections finish what is in flight: their read side closes, so they
 // take no new requests, and each closes once its last reply is out.
 func (s *listenerSocket) shutdown() {
-	s.ln.Close()
-	s.mu.Lock()
-	s.closed = true
-	conns := make([]*downstream, 0, len(s.conns))
-	for d := range s.conns {
-		conns = append(conns, d)
-	}
-	s.mu.Unlock()
-	for _, d := range conns {
+	for _, d := range s.stop() {
 		if tc, ok := d.conn.(*net.TCPConn); ok {
 			tc.CloseRead()
 		} else {
@@ -301,15 +293,20 @@ func (s *listenerSocket) shutdown() {
 
 // closeAll stops accepting and closes every connection now.
 func (s *listenerSocket) closeAll() {
+	for _, d := range s.stop() {
+		d.close()
+	}
+}
+
+// stop closes the listening socket and returns the connections it accepted.
+func (s *listenerSocket) stop() []*downstream {
 	s.ln.Close()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closed = true
 	conns := make([]*downstream, 0, len(s.conns))
 	for d := range s.conns {
 		conns = append(conns, d)
 	}
-	s.mu.Unlock()
-	for _, d := range conns {
-		d.close()
-	}
+	return conns
 }
