@@ -157,3 +157,39 @@ func TestIdleTimeoutClosesQuietConnections(t *testing.T) {
 		return h.counter("meltemi_proxy_downstream_connections_active", nil) == 0 && up.openConns() == 0
 	})
 }
+
+// TestUnchangedFiltersSurviveUpdates checks that an update keeps the filter instances whose config did not
+// change (and so their state, such as rate-limit buckets), and rebuilds those whose config did.
+func TestUnchangedFiltersSurviveUpdates(t *testing.T) {
+	builds := map[string]int{}
+	filters, err := filter.NewRegistry(filter.Registration{Name: "test.count",
+		New: func(cfg json.RawMessage) (filter.Filter, error) {
+			builds[string(cfg)]++
+			return &tagFilter{key: "k", value: string(cfg)}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codecs, _ := codec.NewRegistry(dubbo.Registration())
+	p, err := proxy.New(proxy.Options{Codecs: codecs, Filters: filters, Metrics: prometheus.NewRegistry(),
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	update := func(cfg, endpoint string) {
+		t.Helper()
+		l := listener(proxy.Route{Cluster: "c"})
+		l.Filters = []proxy.FilterConfig{{Name: "test.count", Config: json.RawMessage(cfg)}}
+		if err := p.Update(&proxy.Config{Listeners: []proxy.Listener{l},
+			Clusters: []proxy.Cluster{clusterOf("c", endpoint)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(`{"a":1}`, "127.0.0.1:1")
+	update(`{"a":1}`, "127.0.0.1:2") // only an endpoint changed
+	update(`{"a":2}`, "127.0.0.1:2")
+	if builds[`{"a":1}`] != 1 || builds[`{"a":2}`] != 1 {
+		t.Fatalf("filter builds = %v, want each config built once", builds)
+	}
+}

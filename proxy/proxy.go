@@ -174,10 +174,13 @@ func (p *Proxy) AdminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(p.snap.Load().cfg)
+		enc.Encode(p.ConfigDump())
 	})
 	return mux
 }
+
+// ConfigDump returns the config being served. It must not be modified.
+func (p *Proxy) ConfigDump() *Config { return p.snap.Load().cfg }
 
 // Close stops every listener and closes every connection.
 func (p *Proxy) Close() error {

@@ -26,6 +26,7 @@ func TestRouteMatch(t *testing.T) {
 			{Key: "tenant", Kind: MatchPresent},
 		}, Cluster: "c"},
 		{Name: "not-internal", Match: []MetadataMatcher{{Key: "internal", Kind: MatchPresent, Invert: true}}, Cluster: "d"},
+		{Name: "not-get-method", Match: []MetadataMatcher{{Key: "method", Kind: MatchPrefix, Value: "x", Invert: true}}, Cluster: "d"},
 	}
 	lr := &listenerRuntime{}
 	for i := range routes {
@@ -45,7 +46,9 @@ func TestRouteMatch(t *testing.T) {
 		{metadata("method", "listUsers", "tenant", "x"), "regex+attachment"},
 		{metadata("method", "listUsers"), "not-internal"},
 		{metadata("method", "xlistUsers", "tenant", "x"), "not-internal"}, // regex matches the whole value
-		{metadata("method", "other", "internal", "1"), ""},
+		{metadata("method", "other", "internal", "1"), "not-get-method"},
+		// As in Envoy, an inverted condition on a missing key does not match (only "absent" does).
+		{metadata("internal", "1"), ""},
 	}
 	for _, tt := range tests {
 		r := lr.match(tt.md)

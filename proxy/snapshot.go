@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -25,17 +26,18 @@ type snapshot struct {
 }
 
 type listenerRuntime struct {
-	name        string
-	statPrefix  string
-	address     string
-	protocol    string
-	codecName   string
-	factory     codec.Factory
-	props       codec.Properties
-	filters     []filter.Filter
-	respFilters []filter.ResponseFilter
-	routes      []*route
-	idleTimeout time.Duration
+	name          string
+	statPrefix    string
+	address       string
+	protocol      string
+	codecName     string
+	factory       codec.Factory
+	props         codec.Properties
+	filters       []filter.Filter
+	filterConfigs []FilterConfig // what filters were built from, to keep unchanged ones across updates
+	respFilters   []filter.ResponseFilter
+	routes        []*route
+	idleTimeout   time.Duration
 	// noDestination labels requests that never reached a cluster.
 	noDestination *peerLabels
 	localReplies  []prometheus.Counter // by codec.ErrorKind
@@ -69,18 +71,23 @@ type matcher struct {
 	invert bool
 }
 
+// matches applies Envoy's header-matcher rules to a metadata key: a missing key matches nothing, inverted or
+// not, except an inverted presence check (which asks for absence).
 func (m *matcher) matches(md *codec.Metadata) bool {
 	v, ok := md.Get(m.key)
+	if !ok {
+		return m.kind == MatchPresent && m.invert
+	}
 	var hit bool
 	switch m.kind {
 	case MatchPresent:
-		hit = ok
+		hit = true
 	case MatchExact:
-		hit = ok && v == m.value
+		hit = v == m.value
 	case MatchPrefix:
-		hit = ok && strings.HasPrefix(v, m.value)
+		hit = strings.HasPrefix(v, m.value)
 	case MatchRegex:
-		hit = ok && m.re.MatchString(v)
+		hit = m.re.MatchString(v)
 	}
 	return hit != m.invert
 }
@@ -257,7 +264,15 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 	if lr.statPrefix == "" {
 		lr.statPrefix = l.Name
 	}
+	prev := p.snap.Load().listeners[l.Name]
 	for i, fc := range l.Filters {
+		if prev != nil && i < len(prev.filterConfigs) && prev.filterConfigs[i].Name == fc.Name &&
+			bytes.Equal(prev.filterConfigs[i].Config, fc.Config) {
+			// Unchanged: keep the instance, and with it whatever state it holds (rate-limit buckets), as
+			// Envoy keeps a filter chain that an update does not touch.
+			lr.filters = append(lr.filters, prev.filters[i])
+			continue
+		}
 		freg, ok := p.opts.Filters.Lookup(fc.Name)
 		if !ok {
 			return nil, fmt.Errorf("filters[%d].name: unknown filter %q", i, fc.Name)
@@ -268,6 +283,7 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 		}
 		lr.filters = append(lr.filters, f)
 	}
+	lr.filterConfigs = l.Filters
 	for i := len(lr.filters) - 1; i >= 0; i-- {
 		if rf, ok := lr.filters[i].(filter.ResponseFilter); ok {
 			lr.respFilters = append(lr.respFilters, rf)

@@ -51,11 +51,15 @@ serving its last config while the controller is away, and resyncs when it comes 
 			if err != nil {
 				return err
 			}
+			filters, err := builtinFilters()
+			if err != nil {
+				return err
+			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 
 			metrics := newMetricsRegistry()
-			p, err := proxy.New(proxy.Options{Codecs: codecs, Logger: log, Metrics: metrics})
+			p, err := proxy.New(proxy.Options{Codecs: codecs, Filters: filters, Logger: log, Metrics: metrics})
 			if err != nil {
 				return err
 			}
