@@ -397,6 +397,10 @@ func (c *Client) accept(ts *typeState) {
 	c.queue(c.request(ts, ""))
 }
 
+// maxRenackDelay bounds the wait before answering a version rejected again: while the answer waits, the
+// controller has no request to answer with a fixed config, so this is also how late a fix can arrive.
+const maxRenackDelay = 2 * time.Second
+
 // reject answers the last response of a type with a NACK. The controller may send the same version straight
 // back (go-control-plane's cache does), so a repeated rejection of one version is answered after a backoff
 // instead of at once.
@@ -407,7 +411,7 @@ func (c *Client) reject(ts *typeState, version string, err error, now time.Time)
 	req := c.request(ts, reason)
 	if ts.rejected.version == version && ts.rejected.reason == reason {
 		ts.rejected.count++
-		ts.delayed, ts.due = req, now.Add(c.opts.Backoff.delay(ts.rejected.count-2))
+		ts.delayed, ts.due = req, now.Add(min(c.opts.Backoff.delay(ts.rejected.count-2), maxRenackDelay))
 		c.log.Debug("xds: rejected again", "type", ts.short, "version", version, "answer_in", ts.due.Sub(now))
 		return
 	}
