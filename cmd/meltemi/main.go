@@ -25,6 +25,8 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newProxyCommand())
+	root.AddCommand(newControllerCommand())
+	root.AddCommand(newMeshCommand())
 	root.AddCommand(newValidateCommand())
 	return root
 }

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/meltemi-mesh/meltemi/codec"
+	"github.com/meltemi-mesh/meltemi/control/model"
+	"github.com/meltemi-mesh/meltemi/control/source"
+	"github.com/meltemi-mesh/meltemi/control/source/file"
+	"github.com/meltemi-mesh/meltemi/control/xds"
+)
+
+func newControllerCommand() *cobra.Command {
+	var (
+		dir, xdsAddr, admin string
+		logs                logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "controller -f DIR",
+		Short: "Run the control plane: serve the manifests in DIR to proxies over xDS",
+		Long: `Run the control plane: read the manifests in DIR (Istio ServiceEntry, DestinationRule, WorkloadEntry;
+Aeraki MetaRouter, ApplicationProtocol), watch the folder, and serve each proxy that connects its own
+config over xDS (ADS, state of the world and delta). A bad manifest is reported and skipped; an object
+that turns bad keeps its last good version.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			codecs, err := builtinCodecs()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			metrics := newMetricsRegistry()
+			cp, err := newControlPlane(dir, codecs, metrics, log)
+			if err != nil {
+				return err
+			}
+			lis, err := net.Listen("tcp", xdsAddr)
+			if err != nil {
+				return fmt.Errorf("--xds: %w", err)
+			}
+			mux := http.NewServeMux()
+			mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+			mux.HandleFunc("/ready", readyHandler(cp.ready))
+			mux.HandleFunc("/config_dump", jsonHandler(func() any { return cp.dump() }))
+			wait, err := serveHTTP(ctx, admin, mux, log)
+			if err != nil {
+				lis.Close()
+				return fmt.Errorf("--admin: %w", err)
+			}
+			log.Info("controller started", "dir", dir, "xds", lis.Addr().String(), "admin", admin)
+			runErr := cp.run(ctx, lis)
+			stop()
+			return errors.Join(runErr, wait())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&dir, "filename", "f", "", "folder of YAML manifests to serve (watched)")
+	f.StringVar(&xdsAddr, "xds", "127.0.0.1:15010", "host:port the xDS server listens on")
+	f.StringVar(&admin, "admin", "127.0.0.1:15014", "host:port serving /ready, /metrics and /config_dump")
+	cmd.MarkFlagRequired("filename")
+	logs.add(cmd)
+	return cmd
+}
+
+// controlPlane is the file source feeding the xDS server: what `controller` runs, and half of `mesh`.
+type controlPlane struct {
+	src *file.Source
+	xds *xds.Server
+	log *slog.Logger
+
+	mu       sync.Mutex
+	last     source.Update
+	reported map[string]bool // problems already logged, so each is logged once
+	loaded   atomic.Bool
+}
+
+func newControlPlane(dir string, codecs *codec.Registry, metrics prometheus.Registerer,
+	log *slog.Logger) (*controlPlane, error) {
+	if dir == "" {
+		return nil, errors.New("-f: a folder of manifests is required")
+	}
+	srv, err := xds.New(xds.Options{Registry: metrics, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	src := file.New(dir, file.Options{
+		Model:  model.Options{Codecs: codecsOf(codecs), Local: true},
+		Logger: log,
+	})
+	return &controlPlane{src: src, xds: srv, log: log, reported: map[string]bool{}}, nil
+}
+
+// run serves xDS on lis and the folder's snapshots to it until ctx ends.
+func (c *controlPlane) run(ctx context.Context, lis net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- c.xds.Serve(ctx, lis) }()
+	srcErr := c.src.Run(ctx, c.publish)
+	cancel()
+	return errors.Join(srcErr, <-serveErr)
+}
+
+// publish hands a source update to the xDS server and logs the problems not seen before.
+func (c *controlPlane) publish(u source.Update) {
+	c.mu.Lock()
+	c.last = u
+	current := map[string]bool{}
+	for _, p := range u.Problems {
+		s := p.String()
+		current[s] = true
+		if !c.reported[s] {
+			if p.Severity == model.SeverityError {
+				c.log.Error("manifest problem", "problem", s)
+			} else {
+				c.log.Warn("manifest problem", "problem", s)
+			}
+		}
+	}
+	c.reported = current
+	c.mu.Unlock()
+	if u.Snapshot != nil {
+		c.xds.Update(u.Snapshot)
+		c.loaded.Store(true)
+	}
+}
+
+// ready reports whether the first snapshot is being served.
+func (c *controlPlane) ready() bool { return c.loaded.Load() }
+
+// dump is the controller's part of /config_dump: what is served and what is wrong.
+func (c *controlPlane) dump() any {
+	c.mu.Lock()
+	u := c.last
+	c.mu.Unlock()
+	type listener struct {
+		Address  string `json:"address"`
+		Host     string `json:"host"`
+		Protocol string `json:"protocol"`
+		Codec    string `json:"codec"`
+	}
+	type service struct {
+		Host      string   `json:"host"`
+		Addresses []string `json:"addresses"`
+		Allocated []string `json:"allocatedAddresses,omitempty"`
+	}
+	out := struct {
+		Version   uint64     `json:"version"`
+		Services  []service  `json:"services"`
+		Listeners []listener `json:"listeners"`
+		Problems  []string   `json:"problems"`
+	}{Services: []service{}, Listeners: []listener{}, Problems: []string{}}
+	if s := u.Snapshot; s != nil {
+		out.Version = s.Version
+		for _, svc := range s.MetaProtocolServices() {
+			sv := service{Host: svc.Host}
+			for _, a := range svc.Addresses {
+				sv.Addresses = append(sv.Addresses, a.IP.String())
+				if a.Allocated {
+					sv.Allocated = append(sv.Allocated, a.IP.String())
+				}
+			}
+			out.Services = append(out.Services, sv)
+		}
+		for _, l := range s.Listeners {
+			out.Listeners = append(out.Listeners, listener{Address: l.Address.String(), Host: l.Service.Host,
+				Protocol: l.Port.App, Codec: l.Port.Codec})
+		}
+	}
+	for _, p := range u.Problems {
+		out.Problems = append(out.Problems, p.String())
+	}
+	return out
+}
+
+func readyHandler(ready func() bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	}
+}
+
+func jsonHandler(v func() any) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(v())
+	}
+}
