@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' codec proxy 2>/dev/null | \
 	xargs -r grep -H -o '^func Fuzz[A-Za-z0-9_]*' | sed 's|/[^/]*_test.go:func |:|' | sort -u)
 
-.PHONY: all build test unit e2e vet fuzz bench bench-codec clean generate
+.PHONY: all build test unit e2e vet fuzz bench bench-codec clean generate demo
 
 all: build
 
@@ -48,6 +48,11 @@ bench-codec:
 
 clean:
 	rm -rf bin
+
+## demo: two versions of a Dubbo service behind `meltemi mesh`, and a canary release while traffic flows.
+## The example is a module of its own, so that dubbo-go stays out of the product's go.mod.
+demo: build
+	cd examples/dubbo && $(GO) run -mod=mod ./demo -meltemi ../../bin/meltemi
 
 ## generate: regenerate the Go code and CRD manifests under api/ (installs its own pinned tools).
 generate:

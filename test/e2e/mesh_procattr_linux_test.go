@@ -1,0 +1,11 @@
+//go:build linux
+
+package e2e
+
+import "syscall"
+
+// childProcAttr makes the kernel kill a child process when the test binary dies, so that a test killed by its
+// timeout leaves no meltemi process holding its addresses.
+func childProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
