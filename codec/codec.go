@@ -315,6 +315,26 @@ type Factory interface {
 	Properties() Properties
 }
 
+// SniffResult is what a codec makes of the first bytes of a connection.
+type SniffResult uint8
+
+// Sniff results.
+const (
+	// NotMine: these bytes cannot start this protocol.
+	NotMine SniffResult = iota
+	// Mine: these bytes start this protocol.
+	Mine
+	// NeedMore: too few bytes to tell.
+	NeedMore
+)
+
+// Sniffer is a Factory that recognises its protocol from the first bytes a client sends, so that a listener
+// can serve several protocols on one port. Sniff must be cheap (a few byte comparisons), must not keep data,
+// and must answer Mine or NotMine once it has the bytes it needs (at most 16).
+type Sniffer interface {
+	Sniff(data []byte) SniffResult
+}
+
 // Properties describes a protocol to the proxy.
 type Properties struct {
 	// Multiplexing says that replies carry their request's id, so many downstream requests can share an
