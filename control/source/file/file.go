@@ -167,6 +167,15 @@ func (s *Source) scan() (u source.Update, changed bool, err error) {
 			problems = append(problems, model.Problem{Origin: model.Origin{File: path}, Message: fmt.Sprintf("cannot read: %v", err)})
 			continue
 		}
+		if len(data) == 0 && s.servesFrom(path) {
+			// An in-place save truncates the file before it writes it: an empty file that held objects is
+			// most likely half written, so its objects stay until it has content again or is deleted.
+			unreadable[path] = true
+			problems = append(problems, model.Problem{Origin: model.Origin{File: path},
+				Message:  "empty: its objects keep serving until it has content again or is deleted",
+				Severity: model.SeverityWarning})
+			continue
+		}
 		sum := sha256.Sum256(data)
 		cached, ok := s.files[path]
 		if !ok || cached.sum != sum {
@@ -201,6 +210,16 @@ func (s *Source) scan() (u source.Update, changed bool, err error) {
 	}
 	s.problems = problems
 	return source.Update{Snapshot: s.snap, Problems: problems}, changed, nil
+}
+
+// servesFrom reports whether an object being served came from path.
+func (s *Source) servesFrom(path string) bool {
+	for _, obj := range s.good {
+		if obj.Metadata().Origin.File == path {
+			return true
+		}
+	}
+	return false
 }
 
 // collect picks the objects to serve from the documents read, in file order: the first of two

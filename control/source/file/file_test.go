@@ -166,6 +166,21 @@ func TestLastGoodVersion(t *testing.T) {
 		t.Errorf("version %d endpoint port %d, want 3 and 20883", u.Snapshot.Version, got)
 	}
 
+	// Caught empty in the middle of an in-place save: its objects stay until it has content again.
+	fixed := readFile(t, path)
+	writeFile(t, path, "")
+	u = scan(t, s)
+	if u.Snapshot.Version != 3 || u.Snapshot.Service(demoHost) == nil {
+		t.Errorf("version %d after the file was emptied, want 3 with the service still served", u.Snapshot.Version)
+	}
+	if !strings.Contains(problemLines(u.Problems), "dubbo-demo.yaml: warning: empty") {
+		t.Errorf("no warning about the empty file:\n%s", problemLines(u.Problems))
+	}
+	writeFile(t, path, fixed)
+	if u = scan(t, s); u.Snapshot.Version != 3 || model.HasErrors(u.Problems) {
+		t.Errorf("version %d after the save completed, want 3 and no errors", u.Snapshot.Version)
+	}
+
 	// The ServiceEntry's document is not YAML any more, so it cannot be named: every object the file
 	// held and no longer shows keeps its last good version.
 	writeFile(t, path, strings.Replace(good, "kind: ServiceEntry\n", "kind: ServiceEntry\n: : [\n", 1))
