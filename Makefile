@@ -1,7 +1,7 @@
 # Meltemi: build, test, benchmark.
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X main.version=$(VERSION)
+LDFLAGS  := -s -w -X github.com/meltemi-mesh/meltemi/cmd.version=$(VERSION)
 FUZZTIME ?= 30s
 
 # Every fuzz target as package:Target, run with their seed corpus by `make test` and fuzzed by `make fuzz`.

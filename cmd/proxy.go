@@ -1,4 +1,4 @@
-package main
+package meltemicmd
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/proxy/xds"
 )
 
-func newProxyCommand() *cobra.Command {
+func newProxyCommand(p Plugins) *cobra.Command {
 	var (
 		xdsAddr, node, mode, admin string
 		namespace, workload        string
@@ -47,11 +47,11 @@ serving its last config while the controller is away, and resyncs when it comes 
 			if err != nil {
 				return err
 			}
-			codecs, err := builtinCodecs()
+			codecs, err := p.codecs()
 			if err != nil {
 				return err
 			}
-			filters, err := builtinFilters()
+			filters, err := p.filters()
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package main
+package meltemicmd
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ import (
 // errInvalidConfig makes validate exit with status 1 once the problems are printed.
 var errInvalidConfig = errors.New("the config has errors")
 
-func newValidateCommand() *cobra.Command {
+func newValidateCommand(p Plugins) *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "validate -f DIR",
@@ -28,7 +28,7 @@ func newValidateCommand() *cobra.Command {
 			"Exits with status 1 if there is any error; warnings alone do not fail.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			reg, err := builtinCodecs()
+			reg, err := p.codecs()
 			if err != nil {
 				return err
 			}

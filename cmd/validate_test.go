@@ -1,4 +1,4 @@
-package main
+package meltemicmd
 
 import (
 	"bytes"
@@ -10,14 +10,14 @@ import (
 	"testing"
 )
 
-const examples = "../../control/source/file/testdata"
+const examples = "../control/source/file/testdata"
 
 // validate runs "meltemi validate args..." and returns what it printed and whether it failed, which
 // main turns into exit status 1.
 func validate(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	root := newRootCommand()
+	root := NewRootCommand(Builtins())
 	root.SetOut(&out)
 	root.SetErr(&out)
 	root.SetArgs(append([]string{"validate"}, args...))

@@ -1,4 +1,4 @@
-package main
+package meltemicmd
 
 import (
 	"fmt"
@@ -12,13 +12,13 @@ import (
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
-func newVersionCommand() *cobra.Command {
+func newVersionCommand(p Plugins) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version and the protocols this binary speaks",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			codecs, err := builtinCodecs()
+			codecs, err := p.codecs()
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package main
+package meltemicmd
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/control/xds"
 )
 
-func newControllerCommand() *cobra.Command {
+func newControllerCommand(p Plugins) *cobra.Command {
 	var (
 		dir, xdsAddr, admin string
 		logs                logFlags
@@ -40,7 +40,7 @@ that turns bad keeps its last good version.`,
 			if err != nil {
 				return err
 			}
-			codecs, err := builtinCodecs()
+			codecs, err := p.codecs()
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package main
+package meltemicmd
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	proxyxds "github.com/meltemi-mesh/meltemi/proxy/xds"
 )
 
-func newMeshCommand() *cobra.Command {
+func newMeshCommand(p Plugins) *cobra.Command {
 	var (
 		dir, xdsAddr, admin string
 		logs                logFlags
@@ -33,11 +33,11 @@ for a ServiceEntry without one), so a client simply dials the service's address.
 			if err != nil {
 				return err
 			}
-			codecs, err := builtinCodecs()
+			codecs, err := p.codecs()
 			if err != nil {
 				return err
 			}
-			filters, err := builtinFilters()
+			filters, err := p.filters()
 			if err != nil {
 				return err
 			}

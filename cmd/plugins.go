@@ -1,0 +1,30 @@
+package meltemicmd
+
+import (
+	"github.com/meltemi-mesh/meltemi/codec"
+	"github.com/meltemi-mesh/meltemi/codec/dubbo"
+	"github.com/meltemi-mesh/meltemi/proxy/filter"
+	"github.com/meltemi-mesh/meltemi/proxy/filters/localratelimit"
+)
+
+// Plugins are the codecs and request filters a binary offers. Nothing registers itself from init: a binary
+// lists what it carries, and an ApplicationProtocol manifest names a codec by its registered name.
+type Plugins struct {
+	Codecs  []codec.Registration
+	Filters []filter.Registration
+}
+
+// Builtins returns Meltemi's own codecs and filters: the one list of them.
+func Builtins() Plugins {
+	return Plugins{
+		Codecs: []codec.Registration{
+			dubbo.Registration(),
+		},
+		Filters: []filter.Registration{
+			localratelimit.Registration(),
+		},
+	}
+}
+
+func (p Plugins) codecs() (*codec.Registry, error)   { return codec.NewRegistry(p.Codecs...) }
+func (p Plugins) filters() (*filter.Registry, error) { return filter.NewRegistry(p.Filters...) }
