@@ -462,8 +462,9 @@ func (l *loader) LoadMetadata(msg *codec.Message) error {
 			return next, nil
 		}
 		k := c.keys.String(key)
-		if _, dup := msg.Metadata.Get(k); dup {
-			return next, nil
+		_, dup := msg.Metadata.Get(k)
+		if dup && (k == KeyInterface || k == KeyMethod || k == KeyVersion || k == KeyEvent) {
+			return next, nil // the header's own fields win over attachments of the same name
 		}
 		v := ""
 		if len(val) <= maxInternedValue {
@@ -471,7 +472,13 @@ func (l *loader) LoadMetadata(msg *codec.Message) error {
 		} else {
 			v = string(val)
 		}
-		msg.Metadata.Add(k, v)
+		if dup {
+			// A key repeated in the map: the last value wins, as Java's map and dubbo-go-hessian2 read it,
+			// so routes see what the provider will see.
+			msg.Metadata.Set(k, v)
+		} else {
+			msg.Metadata.Add(k, v)
+		}
 		return next, nil
 	})
 }

@@ -806,3 +806,22 @@ func TestErrorStatusCoversEveryKind(t *testing.T) {
 		t.Fatal("statuses are bytes")
 	}
 }
+
+// TestRepeatedAttachmentLastWins checks that a key repeated in the attachment map reads as its last value, as
+// the provider's own map decoding reads it, while the header's fields still win over attachments.
+func TestRepeatedAttachmentLastWins(t *testing.T) {
+	body := encodeValues(t, "2.0.2", "org.example.Echo", "", "echo", "Ljava/lang/String;", "hi")
+	// An untyped map written by hand: dubbo-go-hessian2 cannot write a key twice.
+	body = append(body, 'H')
+	for _, kv := range [][2]string{{"env", "canary"}, {"method", "spoofed"}, {"env", "prod"}} {
+		body = append(body, encodeValues(t, kv[0], kv[1])...)
+	}
+	body = append(body, 'Z')
+	msg := decodeOne(t, newCodec(t), rawFrame(0xc2, 0, 9, body))
+	if v, _ := msg.Metadata.Get("env"); v != "prod" {
+		t.Errorf("env = %q, want the last value, prod", v)
+	}
+	if v, _ := msg.Metadata.Get("method"); v != "echo" {
+		t.Errorf("method = %q, want the header's echo", v)
+	}
+}
