@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/apache/dubbo-go-hessian2 v1.12.5
+	github.com/apache/thrift v0.25.0
 	github.com/cncf/xds/go v0.0.0-20260202195803-dba9d589def2
 	github.com/envoyproxy/go-control-plane v0.14.0
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
