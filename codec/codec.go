@@ -291,8 +291,11 @@ type Codec interface {
 	// the offending request and ErrorReply can answer it before the connection closes.
 	Decode(buf []byte, msg *Message) (n int, err error)
 
-	// SetID rewrites msg's request id in msg.Frame, in place, and in msg.ID. The proxy only passes ids that
-	// fit in 31 bits.
+	// SetID rewrites msg's request id in msg.Frame and in msg.ID. The proxy only passes ids that fit in 31
+	// bits. It rewrites the frame in place, without allocating, whenever the new id fits where the old one
+	// was. A protocol with variable-length ids (varints) may find no room: SetID then builds the rewritten
+	// frame in new memory, points msg.Frame at it and leaves the old bytes untouched. Its bookkeeping in
+	// Private must then describe the new frame, so that later SetID calls rewrite it in place.
 	SetID(msg *Message, id uint64)
 
 	// Encode re-encodes msg with mutation applied, appends the frame to dst, and points msg.Frame at it.
@@ -307,10 +310,30 @@ type Codec interface {
 	ErrorReply(dst []byte, req *Message, kind ErrorKind, detail string) ([]byte, int32)
 }
 
+// Side is the end of the proxy a connection is on.
+type Side uint8
+
+// Sides.
+const (
+	// Downstream is a client's connection to the proxy: its codec reads requests and writes replies.
+	Downstream Side = iota
+	// Upstream is the proxy's connection to a server: its codec writes requests and reads replies.
+	Upstream
+)
+
+func (s Side) String() string {
+	if s == Upstream {
+		return "upstream"
+	}
+	return "downstream"
+}
+
 // Factory makes the codecs of one configuration.
 type Factory interface {
-	// NewCodec returns a codec for a new connection.
-	NewCodec() Codec
+	// NewCodec returns a codec for a new connection on the given side. Most protocols mark requests and
+	// replies in every frame and can ignore the side; some cannot (a bRPC reply without an error looks like a
+	// request in some clients' framing), and their codecs read a frame as the side expects it.
+	NewCodec(side Side) Codec
 	// Properties describes what the protocol allows the proxy to do.
 	Properties() Properties
 }

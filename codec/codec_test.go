@@ -87,7 +87,7 @@ func TestInternerReusesStrings(t *testing.T) {
 
 type nopFactory struct{}
 
-func (nopFactory) NewCodec() codec.Codec            { return nil }
+func (nopFactory) NewCodec(codec.Side) codec.Codec  { return nil }
 func (nopFactory) Properties() codec.Properties     { return codec.Properties{} }
 func newNop(json.RawMessage) (codec.Factory, error) { return nopFactory{}, nil }
 

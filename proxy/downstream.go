@@ -36,7 +36,7 @@ type downstream struct {
 }
 
 func (p *Proxy) newDownstream(sock *listenerSocket, conn net.Conn, lr *listenerRuntime) *downstream {
-	d := &downstream{p: p, sock: sock, conn: conn, codec: lr.factory.NewCodec(), rd: newFrameReader(conn)}
+	d := &downstream{p: p, sock: sock, conn: conn, codec: lr.factory.NewCodec(codec.Downstream), rd: newFrameReader(conn)}
 	d.w.conn = conn
 	d.listener()
 	return d
@@ -187,7 +187,7 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 		enc := d.codec
 		if buf != &d.replyB {
 			// Off the read loop (a filter resumed the request), the connection's codec is busy decoding.
-			enc = lr.factory.NewCodec()
+			enc = lr.factory.NewCodec(codec.Downstream)
 		}
 		frame, err := enc.Encode((*buf)[:0], msg, r.reqMutation)
 		if err != nil {

@@ -145,7 +145,7 @@ func (h *host) releaseIdle(uc *upstreamConn) {
 
 // dial starts a connection; h.mu is held.
 func (h *host) dial() *upstreamConn {
-	uc := &upstreamConn{h: h, w: newPendingWriter(), codec: h.factory.NewCodec(), calls: map[uint32]*call{}}
+	uc := &upstreamConn{h: h, w: newPendingWriter(), codec: h.factory.NewCodec(codec.Upstream), calls: map[uint32]*call{}}
 	go uc.run()
 	return uc
 }

@@ -23,9 +23,9 @@ func TestRegistration(t *testing.T) {
 		t.Errorf("default codec: maxBody %d upstream %v", c.maxBody, c.upstream)
 	}
 	if c := newUpstream(t); !c.upstream {
-		t.Error("NewUpstreamCodec returns a downstream codec")
+		t.Error("NewCodec(codec.Upstream) returns a downstream codec")
 	}
-	if c := testFactory(t, `{"maxBodySize": 1024}`).NewCodec().(*Codec); c.maxBody != 1024 {
+	if c := testFactory(t, `{"maxBodySize": 1024}`).NewCodec(codec.Downstream).(*Codec); c.maxBody != 1024 {
 		t.Errorf("maxBody %d", c.maxBody)
 	}
 	if !testFactory(t, "").Properties().Multiplexing {
@@ -414,7 +414,7 @@ func TestDecodeErrors(t *testing.T) {
 		}
 	})
 	t.Run("configured limit", func(t *testing.T) {
-		c := testFactory(t, `{"maxBodySize": 16}`).NewCodec()
+		c := testFactory(t, `{"maxBodySize": 16}`).NewCodec(codec.Downstream)
 		ok := buildFrame(vf(metaCorrelationID, 1), strings.Repeat("x", 14), "")
 		if _, err := c.Decode(ok, &codec.Message{}); err != nil {
 			t.Fatalf("a 16-byte body: %v", err)

@@ -98,25 +98,19 @@ func conformanceSuite(tb testing.TB) codectest.Suite {
 		MutableKeys:     []string{"env", "trace-id", "x-codectest"},
 		ZeroAllocDecode: true,
 		Foreign:         codectest.Preambles(Protocol),
-		ReplyCodec:      testFactory(tb, "").NewUpstreamCodec,
 	}
 }
 
-// withoutSetID is the codec's factory, saying that it does not multiplex so that the kit leaves SetID out.
-type withoutSetID struct{ *Factory }
-
-func (withoutSetID) Properties() codec.Properties { return codec.Properties{} }
-
 // pbrpcSuite describes the codec to the kit with frames real pbrpc peers sent (testdata/pbrpcpeer). Their
-// correlation ids are 1: a one-byte varint cannot take the kit's 31-bit ids in place, so the kit is told the
-// codec does not multiplex and checks everything else. TestSetID covers these frames.
+// correlation ids are 1, a one-byte varint: the kit's 31-bit ids make SetID build a wider frame once.
 func pbrpcSuite(tb testing.TB) codectest.Suite {
 	echo := func(method string) map[string]string {
 		return map[string]string{KeyService: "example.EchoService", KeyMethod: method, KeyCmd: "example.EchoService/" + method}
 	}
 	f := testFactory(tb, "")
 	return codectest.Suite{
-		Factory: withoutSetID{f},
+		Factory:      f,
+		Multiplexing: true,
 		Samples: []codectest.Sample{
 			{Name: "echo-request", Frame: pbrpcFrames(tb, "echo-request"), Type: codec.Request, ID: 1, Metadata: echo("Echo")},
 			{Name: "ext-attachment-gzip-request", Frame: pbrpcFrames(tb, "ext-attachment-gzip-request"), Type: codec.Request, ID: 1,
@@ -130,6 +124,5 @@ func pbrpcSuite(tb testing.TB) codectest.Suite {
 		MutableKeys:     []string{"env", "x-codectest"},
 		ZeroAllocDecode: true,
 		Foreign:         codectest.Preambles(Protocol),
-		ReplyCodec:      f.NewUpstreamCodec,
 	}
 }

@@ -28,9 +28,9 @@ func testFactory(tb testing.TB, config string) *Factory {
 	return f.(*Factory)
 }
 
-func newCodec(tb testing.TB) *Codec { return testFactory(tb, "").NewCodec().(*Codec) }
+func newCodec(tb testing.TB) *Codec { return testFactory(tb, "").NewCodec(codec.Downstream).(*Codec) }
 
-func newUpstream(tb testing.TB) *Codec { return testFactory(tb, "").NewUpstreamCodec().(*Codec) }
+func newUpstream(tb testing.TB) *Codec { return testFactory(tb, "").NewCodec(codec.Upstream).(*Codec) }
 
 // decodeOne decodes a frame that must be whole and valid.
 func decodeOne(tb testing.TB, c *Codec, frame []byte) *codec.Message {

@@ -307,7 +307,7 @@ func TestEncode(t *testing.T) {
 		if _, err := c.Encode(nil, &codec.Message{}, &codec.Mutation{Remove: []string{"a"}}); err == nil {
 			t.Error("a message without frame encoded")
 		}
-		small := testFactory(t, fmt.Sprintf(`{"maxBodySize": %d}`, len(base)-headerLen)).NewCodec()
+		small := testFactory(t, fmt.Sprintf(`{"maxBodySize": %d}`, len(base)-headerLen)).NewCodec(codec.Downstream)
 		msg := decodeOne(t, small.(*Codec), bytes.Clone(base))
 		if _, err := small.Encode(nil, msg, &codec.Mutation{Set: []codec.KeyValue{{Key: "k", Value: "v"}}}); err == nil ||
 			!strings.Contains(err.Error(), "exceeds limit") {

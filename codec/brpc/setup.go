@@ -49,13 +49,10 @@ type Factory struct {
 	cfg Config
 }
 
-// NewCodec returns a codec for a connection a client opened to the proxy.
-func (f *Factory) NewCodec() codec.Codec { return f.newCodec(false) }
-
-// NewUpstreamCodec returns a codec for a connection the proxy opened to a server. It differs from NewCodec
-// only for frames that carry both a request and an empty response meta, as every baidu-golang/pbrpc frame
-// does: they are responses here, requests there.
-func (f *Factory) NewUpstreamCodec() codec.Codec { return f.newCodec(true) }
+// NewCodec returns a codec for a connection on the given side. The side matters only for frames that carry
+// both a request and an empty response meta, as every baidu-golang/pbrpc frame does: they are requests on a
+// client's connection and responses on a server's.
+func (f *Factory) NewCodec(side codec.Side) codec.Codec { return f.newCodec(side == codec.Upstream) }
 
 func (f *Factory) newCodec(upstream bool) *Codec {
 	return &Codec{maxBody: uint32(f.cfg.MaxBodySize), upstream: upstream}

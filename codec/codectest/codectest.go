@@ -50,11 +50,6 @@ type Suite struct {
 	// Foreign are other protocols' first bytes, which the factory's Sniffer must call NotMine. Preambles
 	// returns a ready list.
 	Foreign []Sample
-
-	// ReplyCodec returns a codec for the connections replies travel on (the proxy's upstream side), when the
-	// protocol needs one set up differently from the codecs the factory makes. The kit reads the reply samples
-	// and the replies ErrorReply and HeartbeatReply write with it. Nil means a new codec from the factory.
-	ReplyCodec func() codec.Codec
 }
 
 // Sample is one frame and what it must decode to.

@@ -68,10 +68,8 @@ func hostileInputs(samples []Sample) []input {
 func (k *kit) checkInput(t tester, name string, data []byte) {
 	t.Helper()
 	what := fmt.Sprintf("input %s (%s)", name, hexPrefix(data))
-	k.scan(t, what, k.factory.NewCodec, data)
-	if k.s.ReplyCodec != nil {
-		k.scan(t, what+" read as replies", k.s.ReplyCodec, data)
-	}
+	k.scan(t, what, k.downstream, data)
+	k.scan(t, what+" read as replies", k.upstream, data)
 	if sn, ok := k.factory.(codec.Sniffer); ok {
 		for _, n := range []int{min(len(data), 16), len(data)} {
 			var r codec.SniffResult

@@ -44,6 +44,8 @@ const (
 	flawOnewayReply                        // ErrorReply answers oneway requests too
 	flawEncodeStaleFrame                   // Encode leaves msg.Frame on the old frame
 	flawTrustsHeaderLen                    // Decode slices the metadata section without checking its length
+	flawSetIDCopies                        // SetID always builds a new frame, even where the id fits
+	flawSetIDMovesDirty                    // SetID builds a new frame but writes the id into the old one too
 )
 
 // toyFactory makes toy codecs; it sniffs too.
@@ -52,7 +54,7 @@ type toyFactory struct {
 	maxBody int
 }
 
-func (f *toyFactory) NewCodec() codec.Codec { return &toyCodec{flaws: f.flaws, maxBody: f.maxBody} }
+func (f *toyFactory) NewCodec(codec.Side) codec.Codec { return &toyCodec{flaws: f.flaws, maxBody: f.maxBody} }
 
 func (f *toyFactory) Properties() codec.Properties { return codec.Properties{Multiplexing: true} }
 
@@ -164,6 +166,12 @@ func (c *toyCodec) Decode(buf []byte, msg *codec.Message) (int, error) {
 
 func (c *toyCodec) SetID(msg *codec.Message, id uint64) {
 	if len(msg.Frame) >= toyHeaderLen {
+		if c.flaws&flawSetIDMovesDirty != 0 {
+			binary.BigEndian.PutUint32(msg.Frame[4:8], uint32(id))
+		}
+		if c.flaws&(flawSetIDCopies|flawSetIDMovesDirty) != 0 {
+			msg.Frame = append([]byte(nil), msg.Frame...)
+		}
 		binary.BigEndian.PutUint32(msg.Frame[4:8], uint32(id))
 		if c.flaws&flawSetIDClobbers != 0 {
 			msg.Frame[3] = byte(id)

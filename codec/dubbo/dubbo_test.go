@@ -22,7 +22,7 @@ func newCodec(t testing.TB) *Codec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f.NewCodec().(*Codec)
+	return f.NewCodec(codec.Downstream).(*Codec)
 }
 
 // decodeOne decodes a whole frame, requiring success and n == len(frame).
@@ -89,7 +89,7 @@ func TestRegistration(t *testing.T) {
 			if !f.Properties().Multiplexing {
 				t.Error("Multiplexing = false")
 			}
-			if got := f.NewCodec().(*Codec).maxBody; got != tt.maxBody {
+			if got := f.NewCodec(codec.Downstream).(*Codec).maxBody; got != tt.maxBody {
 				t.Errorf("maxBody = %d, want %d", got, tt.maxBody)
 			}
 		})

@@ -46,8 +46,9 @@ type Factory struct {
 	cfg Config
 }
 
-// NewCodec returns a codec for a new connection.
-func (f *Factory) NewCodec() codec.Codec { return &Codec{maxBody: int(f.cfg.MaxBodySize)} }
+// NewCodec returns a codec for a new connection. Dubbo marks requests and replies in every frame, so both
+// sides decode alike.
+func (f *Factory) NewCodec(codec.Side) codec.Codec { return &Codec{maxBody: int(f.cfg.MaxBodySize)} }
 
 // Properties says that Dubbo replies carry their request's id, so upstream connections are multiplexed.
 func (f *Factory) Properties() codec.Properties { return codec.Properties{Multiplexing: true} }

@@ -53,8 +53,9 @@ type Factory struct {
 	cfg Config
 }
 
-// NewCodec returns a codec for a new connection.
-func (f *Factory) NewCodec() codec.Codec { return &Codec{maxFrame: int(f.cfg.MaxFrameSize)} }
+// NewCodec returns a codec for a new connection. Thrift marks calls and replies in every message, so both
+// sides decode alike.
+func (f *Factory) NewCodec(codec.Side) codec.Codec { return &Codec{maxFrame: int(f.cfg.MaxFrameSize)} }
 
 // Properties says that Thrift replies carry their request's seqid, so upstream connections are multiplexed.
 func (f *Factory) Properties() codec.Properties { return codec.Properties{Multiplexing: true} }

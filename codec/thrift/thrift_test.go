@@ -21,7 +21,7 @@ func newCodec(t testing.TB) *Codec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f.NewCodec().(*Codec)
+	return f.NewCodec(codec.Downstream).(*Codec)
 }
 
 // decodeOne decodes a whole frame, requiring success and n == len(frame).
@@ -89,7 +89,7 @@ func TestRegistration(t *testing.T) {
 			if !f.Properties().Multiplexing {
 				t.Error("Multiplexing = false")
 			}
-			if got := f.NewCodec().(*Codec).maxFrame; got != tt.maxFrame {
+			if got := f.NewCodec(codec.Downstream).(*Codec).maxFrame; got != tt.maxFrame {
 				t.Errorf("maxFrame = %d, want %d", got, tt.maxFrame)
 			}
 		})
@@ -495,7 +495,7 @@ func TestOverLimit(t *testing.T) {
 		t.Run(w.String(), func(t *testing.T) {
 			frame := libMessage(t, w, "echo", athrift.CALL, 11, big, headers)
 			for _, cut := range []int{len(frame), 1100} {
-				c := f.NewCodec()
+				c := f.NewCodec(codec.Downstream)
 				msg := &codec.Message{}
 				_, err := c.Decode(frame[:cut], msg)
 				var fe *codec.FrameError
@@ -527,7 +527,7 @@ func TestOverLimit(t *testing.T) {
 	t.Run("reply over limit", func(t *testing.T) {
 		frame := libMessage(t, wires[0], "echo", athrift.REPLY, 11, &result{text: strings.Repeat("x", 2000)}, nil)
 		var fe *codec.FrameError
-		if _, err := f.NewCodec().Decode(frame, &codec.Message{}); !errors.As(err, &fe) || fe.CanReply {
+		if _, err := f.NewCodec(codec.Downstream).Decode(frame, &codec.Message{}); !errors.As(err, &fe) || fe.CanReply {
 			t.Fatalf("err = %v", err)
 		}
 	})

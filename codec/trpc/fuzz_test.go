@@ -112,9 +112,9 @@ func sideOf(t testing.TB, msg *codec.Message) *Codec {
 	c := newCodec(t)
 	switch msg.Private[privState] & kindMask {
 	case kindUnaryRequest, kindInitRequest:
-		c.SetSide(Downstream)
+		c.side = sideDownstream
 	case kindUnaryResponse, kindInitResponse:
-		c.SetSide(Upstream)
+		c.side = sideUpstream
 	}
 	return c
 }
@@ -235,7 +235,7 @@ func checkErrorReply(t *testing.T, c *Codec, req *codec.Message) {
 		}
 		r := &codec.Message{}
 		rc := newCodec(t)
-		rc.SetSide(Upstream)
+		rc.side = sideUpstream
 		if _, err := rc.Decode(reply, r); err != nil || r.Type != want || !r.Failed || r.Status != status || r.ID != uint64(uint32(req.ID)) {
 			t.Fatalf("%v reply decodes to %v failed %v status %d id %d: %v", kind, r.Type, r.Failed, r.Status, r.ID, err)
 		}
@@ -257,10 +257,10 @@ func FuzzHeaderAgainstProtobuf(f *testing.F) {
 		if len(b) == 0 || len(b) > maxProtoHeader {
 			return
 		}
-		agree := func(name string, frame []byte, side Side, check func(p parsed, msg *codec.Message)) {
+		agree := func(name string, frame []byte, side side, check func(p parsed, msg *codec.Message)) {
 			m := dynamicpbParse(name, b)
 			c := newCodec(t)
-			c.SetSide(side)
+			c.side = side
 			msg := &codec.Message{}
 			_, err := c.Decode(frame, msg)
 			if m == nil || name != "TrpcStreamInitMeta" && name != "TrpcStreamCloseMeta" && m.int("attachment_size") > 1<<16 {
@@ -298,13 +298,13 @@ func FuzzHeaderAgainstProtobuf(f *testing.F) {
 			}
 			return unaryFrame(0, b, nil, nil)
 		}
-		agree("RequestProtocol", unary("RequestProtocol"), Downstream, func(p parsed, msg *codec.Message) {
+		agree("RequestProtocol", unary("RequestProtocol"), sideDownstream, func(p parsed, msg *codec.Message) {
 			if msg.ID != uint64(p.int("request_id")) || (msg.Type == codec.Oneway) != (p.int("call_type") == 1) {
 				t.Fatalf("request id %d type %v; protobuf says %d, call type %d", msg.ID, msg.Type, p.int("request_id"), p.int("call_type"))
 			}
 			same(p, p, true, msg)
 		})
-		agree("ResponseProtocol", unary("ResponseProtocol"), Upstream, func(p parsed, msg *codec.Message) {
+		agree("ResponseProtocol", unary("ResponseProtocol"), sideUpstream, func(p parsed, msg *codec.Message) {
 			ret, funcRet := int32(p.int("ret")), int32(p.int("func_ret"))
 			want := ret
 			if ret == 0 {
@@ -315,7 +315,7 @@ func FuzzHeaderAgainstProtobuf(f *testing.F) {
 			}
 			same(p, p, false, msg)
 		})
-		agree("TrpcStreamInitMeta", streamFrame(1, 1, b), Downstream, func(p parsed, msg *codec.Message) {
+		agree("TrpcStreamInitMeta", streamFrame(1, 1, b), sideDownstream, func(p parsed, msg *codec.Message) {
 			if p.m.Has(p.field("response_meta")) {
 				if ret := int32(p.sub("response_meta").int("ret")); msg.Status != ret {
 					t.Fatalf("init status %d; protobuf says %d", msg.Status, ret)
@@ -325,7 +325,7 @@ func FuzzHeaderAgainstProtobuf(f *testing.F) {
 			rm := p.sub("request_meta")
 			same(rm, rm, true, msg)
 		})
-		agree("TrpcStreamCloseMeta", streamFrame(4, 1, b), Downstream, func(p parsed, msg *codec.Message) {
+		agree("TrpcStreamCloseMeta", streamFrame(4, 1, b), sideDownstream, func(p parsed, msg *codec.Message) {
 			if (msg.Type == codec.StreamCloseTwoWay) != (p.int("close_type") == closeReset) {
 				t.Fatalf("close type %v; protobuf says %d", msg.Type, p.int("close_type"))
 			}

@@ -50,8 +50,15 @@ type Factory struct {
 	cfg Config
 }
 
-// NewCodec returns a codec for a new connection.
-func (f *Factory) NewCodec() codec.Codec { return &Codec{maxFrame: int(f.cfg.MaxFrameSize)} }
+// NewCodec returns a codec for a connection on the given side: a unary frame is a request on a client's
+// connection and a response on a server's, which settles the headers that could be either.
+func (f *Factory) NewCodec(side codec.Side) codec.Codec {
+	c := &Codec{maxFrame: int(f.cfg.MaxFrameSize), side: sideDownstream}
+	if side == codec.Upstream {
+		c.side = sideUpstream
+	}
+	return c
+}
 
 // Properties says that tRPC replies carry their request's id, so upstream connections are multiplexed.
 func (f *Factory) Properties() codec.Properties { return codec.Properties{Multiplexing: true} }

@@ -98,17 +98,16 @@ const (
 	KeyFunc = "func"
 )
 
-// Side says which peer's frames a codec reads.
-type Side uint8
+// side says which peer's frames a codec reads.
+type side uint8
 
-// Sides. The proxy reads requests from downstream connections and responses from upstream ones.
 const (
-	// SideUnknown lets the codec tell requests from responses by their protocol headers.
-	SideUnknown Side = iota
-	// Downstream is a client's connection: unary frames are requests.
-	Downstream
-	// Upstream is a server's connection: unary frames are responses.
-	Upstream
+	// sideInfer, a zero Codec's, tells requests from responses by their protocol headers (see isRequest).
+	sideInfer side = iota
+	// sideDownstream is a client's connection: unary frames are requests.
+	sideDownstream
+	// sideUpstream is a server's connection: unary frames are responses.
+	sideUpstream
 )
 
 // The codec's bookkeeping in Message.Private.
@@ -153,8 +152,8 @@ const maxInternedValue = 64
 // the methods the codec contract lets the proxy call from other goroutines.
 type Codec struct {
 	maxFrame int
-	// side is set by SetSide; it settles headers that could be a request or a response.
-	side Side
+	// side, set by NewCodec, settles headers that could be a request or a response.
+	side side
 
 	names  codec.Interner // caller, callee and func names
 	keys   codec.Interner // trans_info keys
@@ -171,11 +170,6 @@ var (
 	_ codec.Codec  = (*Codec)(nil)
 	_ codec.Loader = (*loader)(nil)
 )
-
-// SetSide tells the codec which peer's frames it reads, so that no unary header is left to inference. The
-// proxy knows it (downstream codecs read requests, upstream codecs read responses); without it the codec tells
-// them apart by their wire types (see isRequest and the README).
-func (c *Codec) SetSide(s Side) { c.side = s }
 
 // unaryHeader is what one pass over a RequestProtocol or ResponseProtocol collects, for both readings.
 type unaryHeader struct {
@@ -361,7 +355,7 @@ func (c *Codec) fillUnary(msg *codec.Message, h *unaryHeader, kind int, version 
 	}
 }
 
-// isRequest decides whether a unary header is a RequestProtocol. The side set by SetSide wins. Otherwise a
+// isRequest decides whether a unary header is a RequestProtocol. The side NewCodec set wins. Otherwise a
 // header is a request when it has a field that only a RequestProtocol has with that wire type (caller, func,
 // message_type, trans_info, content_encoding) and none that only a ResponseProtocol has (func_ret,
 // message_type, trans_info, content_type). A header that fits both, or neither, is a response: every real
@@ -369,9 +363,9 @@ func (c *Codec) fillUnary(msg *codec.Message, h *unaryHeader, kind int, version 
 // decision depends on the frame alone, so the same bytes decode the same on any codec of a side.
 func (c *Codec) isRequest(h *unaryHeader) bool {
 	switch c.side {
-	case Downstream:
+	case sideDownstream:
 		return true
-	case Upstream:
+	case sideUpstream:
 		return false
 	}
 	return h.request && !h.response
@@ -477,7 +471,7 @@ func (c *Codec) decodeStream(frame []byte, streamType byte, msg *codec.Message, 
 			kind = kindInitResponse
 		case in.request:
 			kind = kindInitRequest
-		case c.side == Upstream:
+		case c.side == sideUpstream:
 			kind = kindInitResponse
 		default:
 			kind = kindInitRequest

@@ -14,13 +14,16 @@ import (
 	"github.com/meltemi-mesh/meltemi/codec"
 )
 
+// newCodec returns a codec that tells requests from responses by their headers, reading both.
 func newCodec(t testing.TB) *Codec {
 	t.Helper()
 	f, err := Registration().New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f.NewCodec().(*Codec)
+	c := f.NewCodec(codec.Downstream).(*Codec)
+	c.side = sideInfer
+	return c
 }
 
 // decodeOne decodes a whole frame, requiring success and n == len(frame).
@@ -89,7 +92,7 @@ func TestRegistration(t *testing.T) {
 			if !f.Properties().Multiplexing {
 				t.Error("Multiplexing = false")
 			}
-			if got := f.NewCodec().(*Codec).maxFrame; got != tt.maxFrame {
+			if got := f.NewCodec(codec.Downstream).(*Codec).maxFrame; got != tt.maxFrame {
 				t.Errorf("maxFrame = %d, want %d", got, tt.maxFrame)
 			}
 		})
@@ -364,22 +367,22 @@ func TestSides(t *testing.T) {
 	}(), nil, nil)
 	tests := []struct {
 		name   string
-		side   Side
+		side   side
 		frames [][]byte
 		want   []codec.MessageType
 	}{
-		{"fits both: a response", SideUnknown, [][]byte{bareReq}, []codec.MessageType{codec.Response}},
-		{"nothing learnt from earlier frames", SideUnknown, [][]byte{req, bareReq}, []codec.MessageType{codec.Request, codec.Response}},
-		{"clear frames decide for themselves", SideUnknown, [][]byte{req, rsp, req}, []codec.MessageType{codec.Request, codec.Response, codec.Request}},
-		{"conflicting: a response", SideUnknown, [][]byte{req, conflicting}, []codec.MessageType{codec.Request, codec.Response}},
-		{"downstream reads requests", Downstream, [][]byte{bareReq, rsp, conflicting}, []codec.MessageType{codec.Request, codec.Request, codec.Request}},
-		{"upstream reads responses", Upstream, [][]byte{req, bareReq}, []codec.MessageType{codec.Response, codec.Response}},
-		{"a bare init follows the side", Upstream, [][]byte{streamFrame(1, 1, nil)}, []codec.MessageType{codec.StreamInit}},
+		{"fits both: a response", sideInfer, [][]byte{bareReq}, []codec.MessageType{codec.Response}},
+		{"nothing learnt from earlier frames", sideInfer, [][]byte{req, bareReq}, []codec.MessageType{codec.Request, codec.Response}},
+		{"clear frames decide for themselves", sideInfer, [][]byte{req, rsp, req}, []codec.MessageType{codec.Request, codec.Response, codec.Request}},
+		{"conflicting: a response", sideInfer, [][]byte{req, conflicting}, []codec.MessageType{codec.Request, codec.Response}},
+		{"downstream reads requests", sideDownstream, [][]byte{bareReq, rsp, conflicting}, []codec.MessageType{codec.Request, codec.Request, codec.Request}},
+		{"upstream reads responses", sideUpstream, [][]byte{req, bareReq}, []codec.MessageType{codec.Response, codec.Response}},
+		{"a bare init follows the side", sideUpstream, [][]byte{streamFrame(1, 1, nil)}, []codec.MessageType{codec.StreamInit}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newCodec(t)
-			c.SetSide(tt.side)
+			c.side = tt.side
 			for i, f := range tt.frames {
 				if got := decodeOne(t, c, f).Type; got != tt.want[i] {
 					t.Fatalf("frame %d decodes to %v, want %v", i, got, tt.want[i])
@@ -389,7 +392,7 @@ func TestSides(t *testing.T) {
 	}
 	// A bare INIT on an upstream codec is a response INIT: no error reply is written for it.
 	c := newCodec(t)
-	c.SetSide(Upstream)
+	c.side = sideUpstream
 	if reply, _ := c.ErrorReply(nil, decodeOne(t, c, streamFrame(1, 1, nil)), codec.RouteNotFound, ""); len(reply) != 0 {
 		t.Fatal("error reply to a server's INIT")
 	}
@@ -535,7 +538,7 @@ func checkRewritten(t *testing.T, orig []byte, msg *codec.Message, id uint64, ty
 	}
 	c := newCodec(t)
 	if typ == codec.Request {
-		c.SetSide(Downstream)
+		c.side = sideDownstream
 	}
 	again := decodeOne(t, c, msg.Frame)
 	if again.ID != id || again.Type != typ {
@@ -659,7 +662,7 @@ func TestEncodeRefuses(t *testing.T) {
 		t.Errorf("oversized header: %v", err)
 	}
 	f, _ := Registration().New(json.RawMessage(`{"maxFrameSize": 200}`))
-	c = f.NewCodec().(*Codec)
+	c = f.NewCodec(codec.Downstream).(*Codec)
 	msg = decodeOne(t, c, request(t, 1, routed, nil, nil))
 	long := &codec.Mutation{Set: []codec.KeyValue{{Key: "long", Value: strings.Repeat("v", 200)}}}
 	if _, err := c.Encode(nil, msg, long); err == nil || !strings.Contains(err.Error(), "exceeds limit 200") {
@@ -776,7 +779,9 @@ func TestHeartbeatReply(t *testing.T) {
 func TestDecodeErrors(t *testing.T) {
 	small := func() *Codec {
 		f, _ := Registration().New(json.RawMessage(`{"maxFrameSize": 100}`))
-		return f.NewCodec().(*Codec)
+		c := f.NewCodec(codec.Downstream).(*Codec)
+		c.side = sideInfer
+		return c
 	}
 	bigReq := request(t, 33, withTrans(routed), make([]byte, 200), nil)
 	bigOneway := func() []byte {

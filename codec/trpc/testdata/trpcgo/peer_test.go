@@ -63,13 +63,13 @@ func invoke(t *testing.T, rt roundTrip, extra ...client.Option) (*client.Attachm
 	return att, rsp.Data, err
 }
 
-func newCodec(t *testing.T) codec.Codec {
+func newCodec(t *testing.T, side codec.Side) codec.Codec {
 	t.Helper()
 	f, err := meltemitrpc.Registration().New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f.NewCodec()
+	return f.NewCodec(side)
 }
 
 func decode(t *testing.T, c codec.Codec, frame []byte) *codec.Message {
@@ -144,7 +144,7 @@ func TestProxiedCall(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			down, up := newCodec(t), newCodec(t)
+			down, up := newCodec(t, codec.Downstream), newCodec(t, codec.Upstream)
 			att, body, err := invoke(t, func(req []byte) ([]byte, error) {
 				msg := decode(t, down, req)
 				if msg.Type != codec.Request || get(msg, "caller") != caller || get(msg, "callee") != callee ||
@@ -208,7 +208,7 @@ func TestProxiedCall(t *testing.T) {
 // TestIDPaddedInPlace: an id shorter than the client's is written in the varint's bytes with continuation
 // bytes, which tRPC-Go's protobuf reads.
 func TestIDPaddedInPlace(t *testing.T) {
-	c := newCodec(t)
+	c := newCodec(t, codec.Downstream)
 	_, _, err := invoke(t, func(req []byte) ([]byte, error) {
 		msg := decode(t, c, req)
 		c.SetID(msg, 1<<28) // five bytes: grown
@@ -235,7 +235,7 @@ func TestIDPaddedInPlace(t *testing.T) {
 func TestErrorReplies(t *testing.T) {
 	for _, kind := range codec.ErrorKinds {
 		t.Run(kind.String(), func(t *testing.T) {
-			c := newCodec(t)
+			c := newCodec(t, codec.Downstream)
 			var status int32
 			_, _, err := invoke(t, func(req []byte) ([]byte, error) {
 				msg := decode(t, c, req)
@@ -257,7 +257,7 @@ func TestErrorReplies(t *testing.T) {
 
 // TestOneway: a oneway request decodes as Oneway and gets no error reply.
 func TestOneway(t *testing.T) {
-	c := newCodec(t)
+	c := newCodec(t, codec.Downstream)
 	_, _, err := invoke(t, func(req []byte) ([]byte, error) {
 		msg := decode(t, c, req)
 		if msg.Type != codec.Oneway || get(msg, "func") != method {
@@ -290,7 +290,7 @@ func streamMsg(frameType trpcpb.TrpcStreamFrameType, id uint32, frame any) trpcc
 // TestStream carries a stream's frames from tRPC-Go's client stream codec through the codec to its server
 // stream codec, with the stream id rewritten, and the server's frames back.
 func TestStream(t *testing.T) {
-	down, up := newCodec(t), newCodec(t)
+	down, up := newCodec(t, codec.Downstream), newCodec(t, codec.Upstream)
 	const clientStream, proxyStream = 5, 90000
 	proxy := func(c codec.Codec, frame []byte, want codec.MessageType, id uint64) *codec.Message {
 		t.Helper()
@@ -409,7 +409,7 @@ func TestStream(t *testing.T) {
 
 // TestStreamInitErrorReply: the INIT the codec answers a refused stream with fails tRPC-Go's NewStream.
 func TestStreamInitErrorReply(t *testing.T) {
-	c := newCodec(t)
+	c := newCodec(t, codec.Downstream)
 	cmsg := streamMsg(trpcpb.TrpcStreamFrameType_TRPC_STREAM_FRAME_INIT, 9,
 		&trpcpb.TrpcStreamInitMeta{RequestMeta: &trpcpb.TrpcStreamInitRequestMeta{}})
 	cmsg.WithClientRPCName(method)
