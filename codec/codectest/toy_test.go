@@ -54,7 +54,9 @@ type toyFactory struct {
 	maxBody int
 }
 
-func (f *toyFactory) NewCodec(codec.Side) codec.Codec { return &toyCodec{flaws: f.flaws, maxBody: f.maxBody} }
+func (f *toyFactory) NewCodec(codec.Side) codec.Codec {
+	return &toyCodec{flaws: f.flaws, maxBody: f.maxBody}
+}
 
 func (f *toyFactory) Properties() codec.Properties { return codec.Properties{Multiplexing: true} }
 
