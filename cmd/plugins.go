@@ -2,7 +2,10 @@ package meltemicmd
 
 import (
 	"github.com/meltemi-mesh/meltemi/codec"
+	"github.com/meltemi-mesh/meltemi/codec/brpc"
 	"github.com/meltemi-mesh/meltemi/codec/dubbo"
+	"github.com/meltemi-mesh/meltemi/codec/thrift"
+	"github.com/meltemi-mesh/meltemi/codec/trpc"
 	"github.com/meltemi-mesh/meltemi/proxy/filter"
 	"github.com/meltemi-mesh/meltemi/proxy/filters/localratelimit"
 )
@@ -19,6 +22,9 @@ func Builtins() Plugins {
 	return Plugins{
 		Codecs: []codec.Registration{
 			dubbo.Registration(),
+			thrift.Registration(),
+			brpc.Registration(),
+			trpc.Registration(),
 		},
 		Filters: []filter.Registration{
 			localratelimit.Registration(),

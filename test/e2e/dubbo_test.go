@@ -16,6 +16,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/codec"
 	"github.com/meltemi-mesh/meltemi/proxy"
 	"github.com/meltemi-mesh/meltemi/test/e2e/dubbopeer"
+	"github.com/meltemi-mesh/meltemi/test/meshtest"
 )
 
 // versionOf returns the version label that starts a provider's answer ("v1:hello x" is "v1").
@@ -39,7 +40,7 @@ func TestDubboCallsThroughProxy(t *testing.T) {
 		Listeners: []proxy.Listener{dubboListener(inbound, toCluster(cl.Name))},
 		Clusters:  []proxy.Cluster{cl},
 	})
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 
 	big := strings.Repeat("0123456789abcdef", 4096) // 64 KiB
@@ -99,7 +100,7 @@ func TestDubboRouting(t *testing.T) {
 		Listeners: []proxy.Listener{dubboListener(inbound, routes...)},
 		Clusters:  []proxy.Cluster{c1, c2},
 	})
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 	canary := func(v string) context.Context {
 		return dubbopeer.WithAttachments(ctx, map[string]string{"x-canary": v})
@@ -144,7 +145,7 @@ func TestDubboRouting(t *testing.T) {
 		t.Logf("consumer reports: %v", err)
 	})
 	t.Run("no route, raw frame", func(t *testing.T) {
-		rc := dubbopeer.DialRaw(t, px.addr(inbound))
+		rc := dubbopeer.DialRaw(t, px.Addr(inbound))
 		rc.Write(dubbopeer.RequestFrame(41, true, dubbopeer.MethodEcho, []any{"nowhere"}, nil))
 		f := rc.ReadFrame()
 		if f.ID != 41 || f.Flag != dubbopeer.FlagResponse || f.Status != dubbopeer.StatusServiceNotFound {
@@ -177,7 +178,7 @@ func TestDubboVersionSubsets(t *testing.T) {
 			toCluster(all.Name))},
 		Clusters: []proxy.Cluster{c1, c2, all},
 	})
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 
 	for _, subset := range []string{"v1", "v2", ""} {
@@ -218,7 +219,7 @@ func TestDubboWeightedSplit(t *testing.T) {
 			WeightedClusters: []proxy.WeightedCluster{{Name: c1.Name, Weight: 20}, {Name: c2.Name, Weight: 80}}})},
 		Clusters: []proxy.Cluster{c1, c2},
 	})
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 
 	const n, p = 2000, 0.2
@@ -272,7 +273,7 @@ func TestDubboRequestMutation(t *testing.T) {
 		Listeners: []proxy.Listener{dubboListener(inbound, route)},
 		Clusters:  []proxy.Cluster{cl},
 	})
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 
 	// The argument before the attachments has characters outside the BMP, so a codec that rewrites the map
@@ -320,7 +321,7 @@ func TestDubboOneway(t *testing.T) {
 		Listeners: []proxy.Listener{dubboListener(inbound, toCluster(cl.Name))},
 		Clusters:  []proxy.Cluster{cl},
 	})
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 	notified := func(tag string) func() bool {
 		return func() bool {
@@ -337,7 +338,7 @@ func TestDubboOneway(t *testing.T) {
 			notified("from-consumer"))
 	})
 	t.Run("nothing sent back", func(t *testing.T) {
-		rc := dubbopeer.DialRaw(t, px.addr(inbound))
+		rc := dubbopeer.DialRaw(t, px.Addr(inbound))
 		rc.Write(dubbopeer.RequestFrame(11, false, dubbopeer.MethodNotify, []any{"from-raw"}, nil))
 		dubbopeer.WaitFor(t, 10*time.Second, "the provider to receive notify(from-raw)", notified("from-raw"))
 		// The proxy handles a connection's frames in order: had it answered the oneway request, that answer
@@ -358,7 +359,7 @@ func TestDubboHeartbeat(t *testing.T) {
 		Listeners: []proxy.Listener{dubboListener(inbound, toCluster(cl.Name))},
 		Clusters:  []proxy.Cluster{cl},
 	})
-	rc := dubbopeer.DialRaw(t, px.addr(inbound))
+	rc := dubbopeer.DialRaw(t, px.Addr(inbound))
 
 	// Three heartbeats in one write, as a busy peer's writes coalesce.
 	ids := []uint64{7, 1 << 40, 9}
@@ -377,13 +378,13 @@ func TestDubboHeartbeat(t *testing.T) {
 			t.Errorf("heartbeat answer body = %q; want a Hessian null", f.Body)
 		}
 	}
-	fams := px.metrics()
-	if n := sum(fams, "meltemi_proxy_upstream_connects_total", nil); n != 0 {
+	fams := px.Metrics()
+	if n := fams.Sum("meltemi_proxy_upstream_connects_total", nil); n != 0 {
 		t.Fatalf("heartbeats caused %v upstream connections; want none:\n%s", n,
-			describe(fams, "meltemi_proxy_upstream_connects_total"))
+			fams.Describe("meltemi_proxy_upstream_connects_total"))
 	}
-	if n := sum(fams, "istio_requests_total", nil); n != 0 {
-		t.Fatalf("heartbeats counted as %v requests; want none:\n%s", n, describe(fams, "istio_requests_total"))
+	if n := fams.Sum("istio_requests_total", nil); n != 0 {
+		t.Fatalf("heartbeats counted as %v requests; want none:\n%s", n, fams.Describe("istio_requests_total"))
 	}
 
 	// The same connection then carries a call.
@@ -404,7 +405,7 @@ func TestDubboMultiplexing(t *testing.T) {
 		Listeners: []proxy.Listener{dubboListener(inbound, toCluster(cl.Name))},
 		Clusters:  []proxy.Cluster{cl},
 	})
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 
 	const callers = 64
@@ -444,14 +445,14 @@ func TestDubboMultiplexing(t *testing.T) {
 		t.Errorf("the provider saw calls on %d connections (%v); want them multiplexed on one", len(remotes),
 			remotes)
 	}
-	fams := px.metrics()
-	if n := sum(fams, "meltemi_proxy_upstream_connects_total", map[string]string{"address": v1.Addr}); n != 1 {
+	fams := px.Metrics()
+	if n := fams.Sum("meltemi_proxy_upstream_connects_total", map[string]string{"address": v1.Addr}); n != 1 {
 		t.Errorf("upstream connects to %s = %v; want 1:\n%s", v1.Addr, n,
-			describe(fams, "meltemi_proxy_upstream_connects_total"))
+			fams.Describe("meltemi_proxy_upstream_connects_total"))
 	}
-	if n := sum(fams, "meltemi_proxy_downstream_connections_total", map[string]string{"listener": inbound}); n != 1 {
+	if n := fams.Sum("meltemi_proxy_downstream_connections_total", map[string]string{"listener": inbound}); n != 1 {
 		t.Errorf("downstream connections = %v; want the consumer's one:\n%s", n,
-			describe(fams, "meltemi_proxy_downstream_connections_total"))
+			fams.Describe("meltemi_proxy_downstream_connections_total"))
 	}
 }
 
@@ -469,7 +470,7 @@ func TestDubboConfigSwapUnderLoad(t *testing.T) {
 			Clusters: []proxy.Cluster{c1, c2}}
 	}
 	px := startProxy(t, configFor(0, c2))
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 
 	var done atomic.Bool
@@ -506,7 +507,7 @@ func TestDubboConfigSwapUnderLoad(t *testing.T) {
 		dubbopeer.WaitFor(t, 10*time.Second, "calls to complete between swaps", func() bool {
 			return ok.Load()+failed.Load() >= before+16
 		})
-		px.update(configFor(i+1, target))
+		px.Apply(configFor(i+1, target))
 	}
 	before := ok.Load()
 	dubbopeer.WaitFor(t, 10*time.Second, "calls after the last swap", func() bool { return ok.Load() >= before+16 })
@@ -520,10 +521,10 @@ func TestDubboConfigSwapUnderLoad(t *testing.T) {
 	if seen["v1"] == 0 || seen["v2"] == 0 {
 		t.Errorf("answers by version = %v; want both targets to have served", seen)
 	}
-	fams := px.metrics()
-	if n := sum(fams, "meltemi_proxy_downstream_connections_total", map[string]string{"listener": inbound}); n != 1 {
+	fams := px.Metrics()
+	if n := fams.Sum("meltemi_proxy_downstream_connections_total", map[string]string{"listener": inbound}); n != 1 {
 		t.Errorf("downstream connections accepted = %v; want 1, the consumer's:\n%s", n,
-			describe(fams, "meltemi_proxy_downstream_connections_total"))
+			fams.Describe("meltemi_proxy_downstream_connections_total"))
 	}
 	// The last swap (i = 49) targets v2.
 	for i := range 20 {
@@ -550,7 +551,7 @@ func TestDubboBadInput(t *testing.T) {
 	ctx := ctxTimeout(t)
 
 	// A real consumer keeps calling through the limited listener the whole time.
-	c := dubbopeer.NewConsumer(t, px.addr(limited))
+	c := dubbopeer.NewConsumer(t, px.Addr(limited))
 	var done atomic.Bool
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
@@ -603,9 +604,9 @@ func TestDubboBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			errsBefore := sum(px.metrics(), "meltemi_proxy_decode_errors_total",
+			errsBefore := px.Metrics().Sum("meltemi_proxy_decode_errors_total",
 				map[string]string{"listener": tt.listener})
-			rc := dubbopeer.DialRaw(t, px.addr(tt.listener))
+			rc := dubbopeer.DialRaw(t, px.Addr(tt.listener))
 			rc.Write(tt.send)
 			if tt.half {
 				rc.CloseWrite()
@@ -626,14 +627,14 @@ func TestDubboBadInput(t *testing.T) {
 				}
 			}
 			if tt.decodeError {
-				px.waitMetric("meltemi_proxy_decode_errors_total", map[string]string{"listener": tt.listener},
+				px.WaitMetric("meltemi_proxy_decode_errors_total", map[string]string{"listener": tt.listener},
 					"one more than before", func(v float64) bool { return v >= errsBefore+1 })
 			}
 		})
 	}
 
 	// Every raw connection is gone; the consumer's is the only one left open.
-	px.waitMetric("meltemi_proxy_downstream_connections_active", map[string]string{"listener": limited},
+	px.WaitMetric("meltemi_proxy_downstream_connections_active", map[string]string{"listener": limited},
 		"1 (the consumer's)", func(v float64) bool { return v == 1 })
 	before := ok.Load()
 	dubbopeer.WaitFor(t, 10*time.Second, "the consumer to keep completing calls", func() bool {
@@ -664,7 +665,7 @@ func TestDubboMetrics(t *testing.T) {
 		t.Fatalf("/ready = %d %q; want 200 once a config is accepted", rec.Code, rec.Body)
 	}
 
-	c := dubbopeer.NewConsumer(t, px.addr(inbound))
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
 	ctx := ctxTimeout(t)
 	const okCalls, unrouted = 5, 2
 	for i := range okCalls {
@@ -682,11 +683,11 @@ func TestDubboMetrics(t *testing.T) {
 	noRoute := map[string]string{"response_flags": "NR", "request_protocol": "dubbo"}
 	for _, name := range []string{"istio_requests_total", "istio_request_duration_milliseconds",
 		"istio_request_bytes", "istio_response_bytes"} {
-		px.waitMetric(name, success, fmt.Sprint(okCalls), func(v float64) bool { return v == okCalls })
+		px.WaitMetric(name, success, fmt.Sprint(okCalls), func(v float64) bool { return v == okCalls })
 	}
-	px.waitMetric("istio_requests_total", noRoute, fmt.Sprint(unrouted), func(v float64) bool { return v == unrouted })
+	px.WaitMetric("istio_requests_total", noRoute, fmt.Sprint(unrouted), func(v float64) bool { return v == unrouted })
 
-	fams := px.metrics()
+	fams := px.Metrics()
 	istioLabels := []string{"reporter", "source_workload", "source_workload_namespace", "source_principal",
 		"source_app", "source_version", "source_canonical_service", "source_canonical_revision",
 		"destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
@@ -711,8 +712,8 @@ func TestDubboMetrics(t *testing.T) {
 	}
 	for _, name := range []string{"istio_requests_total", "istio_request_duration_milliseconds",
 		"istio_request_bytes", "istio_response_bytes"} {
-		for _, m := range series(fams, name, success) {
-			got := labels(m)
+		for _, m := range fams.Series(name, success) {
+			got := meshtest.Labels(m)
 			for _, l := range istioLabels {
 				if got[l] == "" {
 					t.Errorf("%s%v lacks label %q (Kiali drops such series)", name, got, l)
@@ -728,13 +729,13 @@ func TestDubboMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, m := range series(fams, "istio_requests_total", noRoute) {
-		if got := labels(m); got["response_code"] != "60" {
+	for _, m := range fams.Series("istio_requests_total", noRoute) {
+		if got := meshtest.Labels(m); got["response_code"] != "60" {
 			t.Errorf("no-route series %v: response_code = %q; want 60, the status of the error reply", got,
 				got["response_code"])
 		}
 	}
 	if t.Failed() {
-		t.Logf("metrics:\n%s", describe(fams, "istio_requests_total"))
+		t.Logf("metrics:\n%s", fams.Describe("istio_requests_total"))
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/test/e2e/dubbopeer"
+	"github.com/meltemi-mesh/meltemi/test/meshtest"
 )
 
 // TestMesh runs the meltemi binary as users do: `meltemi mesh -f DIR`, or `meltemi controller` and
@@ -25,7 +26,7 @@ import (
 // parallel, each on loopback addresses of its own.
 func TestMesh(t *testing.T) {
 	t.Parallel()
-	bin := buildMeltemi(t, t.TempDir())
+	bin := meshtest.Build(t, t.TempDir())
 	for _, tt := range []struct {
 		name string
 		run  func(t *testing.T, bin string)
@@ -161,7 +162,7 @@ func (tr *traffic) calls() int64 { return tr.ok.Load() + tr.failed.Load() }
 func (tr *traffic) waitCalls(t *testing.T, n int64, what string) {
 	t.Helper()
 	target := tr.calls() + n
-	poll(t, 30*time.Second, fmt.Sprintf("%d calls %s", n, what), func() bool { return tr.calls() >= target })
+	meshtest.Poll(t, 30*time.Second, fmt.Sprintf("%d calls %s", n, what), func() bool { return tr.calls() >= target })
 }
 
 // halt stops the callers and waits for them.
@@ -200,7 +201,7 @@ const downstreamConnections = "meltemi_proxy_downstream_connections_total"
 // values), by an attachment the consumer sets, to subsets and to the whole service, a weighted split, a
 // request mutation that reaches the provider, and the error a request no route matches gets.
 func testMeshRouting(t *testing.T, bin string) {
-	block := newMeshNet()
+	block := meshtest.NewNet()
 	g := newGreetService(t, block, 1)
 	to := func(subset string) string {
 		if subset == "" {
@@ -223,7 +224,7 @@ func testMeshRouting(t *testing.T, bin string) {
 		"    requestMutation:\n    - key: x-meltemi-mutated\n      value: \"yes\"\n" +
 		"    - key: x-override\n      value: from-mesh\n"
 	dir := g.manifestDir(t, g.router(routes))
-	mesh := startMesh(t, bin, dir, block.host(100))
+	mesh := meshtest.StartMesh(t, bin, dir, block.Host(100))
 	c := dubbopeer.NewConsumer(t, g.addr(0))
 	ctx := meshCtx(t)
 	with := func(k, v string) context.Context { return dubbopeer.WithAttachments(ctx, map[string]string{k: v}) }
@@ -288,7 +289,7 @@ func testMeshRouting(t *testing.T, bin string) {
 		} else if d := time.Since(start); d > dubbopeer.RequestTimeout/2 {
 			t.Fatalf("the error came after %v, a timeout rather than the proxy's reply: %v", d, err)
 		}
-		mesh.waitMetric(t, 10*time.Second, "istio_requests_total", map[string]string{"response_flags": "NR"},
+		mesh.WaitMetric(t, 10*time.Second, "istio_requests_total", map[string]string{"response_flags": "NR"},
 			"at least 1", func(v float64) bool { return v >= 1 })
 	})
 
@@ -333,10 +334,10 @@ func testMeshRouting(t *testing.T, bin string) {
 // to reach the calls: five times replaced by a rename, as editors and kubectl-style tools write, and once
 // overwritten in place.
 func testMeshChangeIsLive(t *testing.T, bin string) {
-	block := newMeshNet()
+	block := meshtest.NewNet()
 	g := newGreetService(t, block, 1)
 	dir := g.manifestDir(t, g.allTo("v1", "initial"))
-	mesh := startMesh(t, bin, dir, block.host(100))
+	mesh := meshtest.StartMesh(t, bin, dir, block.Host(100))
 	c := dubbopeer.NewConsumer(t, g.addr(0))
 	ctx := meshCtx(t)
 	if v, err := hello(ctx, c, "first"); err != nil || v != "v1" {
@@ -353,9 +354,9 @@ func testMeshChangeIsLive(t *testing.T, bin string) {
 		start := time.Now()
 		if inPlace {
 			how = "written in place"
-			writeInPlace(t, dir, "router.yaml", g.allTo(to, fmt.Sprint("change-", i)))
+			meshtest.WriteInPlace(t, dir, "router.yaml", g.allTo(to, fmt.Sprint("change-", i)))
 		} else {
-			writeAtomically(t, dir, "router.yaml", g.allTo(to, fmt.Sprint("change-", i)))
+			meshtest.WriteAtomically(t, dir, "router.yaml", g.allTo(to, fmt.Sprint("change-", i)))
 		}
 		d := waitForTarget(t, ctx, c, start, from, to, deadline)
 		t.Logf("change %d (%s → %s, %s): live after %v", i+1, from, to, how, d.Round(100*time.Microsecond))
@@ -367,7 +368,7 @@ func testMeshChangeIsLive(t *testing.T, bin string) {
 		took[0].Round(100*time.Microsecond), took[len(took)/2].Round(100*time.Microsecond),
 		took[len(took)-1].Round(100*time.Microsecond), len(took))
 	// The controller's own view: from a model change to the proxy's ACK of all of it.
-	for _, m := range series(mesh.metrics(t), "meltemi_controller_convergence_seconds", nil) {
+	for _, m := range mesh.Metrics(t).Series("meltemi_controller_convergence_seconds", nil) {
 		if h := m.Histogram; h != nil && h.GetSampleCount() > 0 {
 			n := h.GetSampleCount()
 			t.Logf("controller: model change to proxy ACK, mean %v over %d pushes",
@@ -379,18 +380,18 @@ func testMeshChangeIsLive(t *testing.T, bin string) {
 // testMeshRouteChurn rewrites the MetaRouter 100 times while callers call flat out, each on the one
 // connection of its consumer: no call fails, the proxy accepts no new connection, and the last config wins.
 func testMeshRouteChurn(t *testing.T, bin string) {
-	block := newMeshNet()
+	block := meshtest.NewNet()
 	// Four service addresses give four consumer connections: a dubbo-go process keeps one per address.
 	const connections, callersPer, rewrites = 4, 3, 100
 	g := newGreetService(t, block, connections)
 	dir := g.manifestDir(t, g.allTo("v1", "initial"))
-	mesh := startMesh(t, bin, dir, block.host(100))
+	mesh := meshtest.StartMesh(t, bin, dir, block.Host(100))
 	ctx := meshCtx(t)
 	var consumers []*dubbopeer.Consumer
 	for i := range connections {
 		consumers = append(consumers, dubbopeer.NewConsumer(t, g.addr(i)))
 	}
-	mesh.waitMetric(t, 10*time.Second, downstreamConnections, nil, fmt.Sprint(connections),
+	mesh.WaitMetric(t, 10*time.Second, downstreamConnections, nil, fmt.Sprint(connections),
 		func(v float64) bool { return v == connections })
 
 	tr := startTraffic(ctx, consumers, callersPer, 0)
@@ -404,10 +405,10 @@ func testMeshRouteChurn(t *testing.T, bin string) {
 			target = "v1"
 		}
 		last = fmt.Sprint("rewrite-", i)
-		applied := mesh.value(t, "meltemi_xds_updates_applied_total", nil)
-		writeAtomically(t, dir, "router.yaml", g.allTo(target, last))
+		applied := mesh.Value(t, "meltemi_xds_updates_applied_total", nil)
+		meshtest.WriteAtomically(t, dir, "router.yaml", g.allTo(target, last))
 		// Each rewrite waits until the proxy applied the one before, so every config serves calls.
-		mesh.waitMetric(t, 10*time.Second, "meltemi_xds_updates_applied_total", nil, "more than before",
+		mesh.WaitMetric(t, 10*time.Second, "meltemi_xds_updates_applied_total", nil, "more than before",
 			func(v float64) bool { return v > applied })
 	}
 	elapsed := time.Since(start)
@@ -420,10 +421,10 @@ func testMeshRouteChurn(t *testing.T, bin string) {
 	if vs := tr.versions(); vs["v1"] == 0 || vs["v2"] == 0 {
 		t.Errorf("answers by version = %v; want both targets to have served", vs)
 	}
-	fams := mesh.metrics(t)
-	if n := sum(fams, downstreamConnections, nil); n != connections {
+	fams := mesh.Metrics(t)
+	if n := fams.Sum(downstreamConnections, nil); n != connections {
 		t.Errorf("downstream connections accepted = %v; want %d, the consumers':\n%s", n, connections,
-			describe(fams, downstreamConnections))
+			fams.Describe(downstreamConnections))
 	}
 	// The last rewrite (an even one) sends to v1 and names itself to the provider.
 	for i, c := range consumers {
@@ -439,19 +440,19 @@ func testMeshRouteChurn(t *testing.T, bin string) {
 // proxy keeps serving its last config; then restarts the controller with a changed MetaRouter: the proxy
 // reconnects and applies it.
 func testMeshControllerLoss(t *testing.T, bin string) {
-	block := newMeshNet()
+	block := meshtest.NewNet()
 	g := newGreetService(t, block, 1)
 	dir := g.manifestDir(t, g.allTo("v1", "before"))
-	m := startSplitMesh(t, bin, dir, block.host(100))
+	m := startSplitMesh(t, bin, dir, block.Host(100))
 	ctx := meshCtx(t)
 	c := dubbopeer.NewConsumer(t, g.addr(0))
 	tr := startTraffic(ctx, []*dubbopeer.Consumer{c}, 2, 5*time.Millisecond)
 	defer tr.halt()
 	tr.waitCalls(t, 20, "before the controller dies")
 
-	m.controller.proc.kill()
+	m.controller.Proc.Kill()
 	killed := time.Now()
-	m.proxyAdm.waitMetric(t, 10*time.Second, "meltemi_xds_connected", nil, "0",
+	m.proxyAdm.WaitMetric(t, 10*time.Second, "meltemi_xds_connected", nil, "0",
 		func(v float64) bool { return v == 0 })
 	t.Logf("the proxy saw the controller go after %v", time.Since(killed).Round(time.Millisecond))
 
@@ -467,28 +468,28 @@ func testMeshControllerLoss(t *testing.T, bin string) {
 	if vs := tr.versions(); vs["v2"] > 0 {
 		t.Fatalf("answers by version = %v; want v1 only, the last config", vs)
 	}
-	if code := m.proxyAdm.status("/ready"); code != http.StatusOK {
+	if code := m.proxyAdm.Status("/ready"); code != http.StatusOK {
 		t.Errorf("proxy /ready = %d with the controller gone; want 200, it serves its last config", code)
 	}
 	t.Logf("%d calls served in the 2 s without a controller", served)
 
 	// The change is made while nobody watches the folder; the new controller reads it at start.
-	writeAtomically(t, dir, "router.yaml", g.allTo("v2", "after"))
+	meshtest.WriteAtomically(t, dir, "router.yaml", g.allTo("v2", "after"))
 	restarted := time.Now()
 	m.startController()
 	// The proxy redials with a backoff that doubles up to 30 s; after a few seconds away it is still short.
 	d := waitForTarget(t, ctx, c, restarted, "v1", "v2", 30*time.Second)
 	t.Logf("calls switched to v2 %v after the controller was started again (%v after it was killed)",
 		d.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
-	m.proxyAdm.waitMetric(t, 10*time.Second, "meltemi_xds_connected", nil, "1",
+	m.proxyAdm.WaitMetric(t, 10*time.Second, "meltemi_xds_connected", nil, "1",
 		func(v float64) bool { return v == 1 })
-	if n := m.proxyAdm.value(t, "meltemi_xds_reconnects_total", nil); n < 1 {
+	if n := m.proxyAdm.Value(t, "meltemi_xds_reconnects_total", nil); n < 1 {
 		t.Errorf("meltemi_xds_reconnects_total = %v; want at least 1", n)
 	}
 	tr.waitCalls(t, 20, "after the switch")
 	tr.halt()
 	tr.noFailures(t, "across the controller's death and return")
-	if n := m.proxyAdm.value(t, downstreamConnections, nil); n != 1 {
+	if n := m.proxyAdm.Value(t, downstreamConnections, nil); n != 1 {
 		t.Errorf("downstream connections accepted = %v; want 1, the consumer's", n)
 	}
 	if r, err := c.Inspect(ctx, "final"); err != nil || r.Attachments["x-meltemi-config"] != "after" {
@@ -504,10 +505,10 @@ const nosuchCodec = "aeraki.meta_protocol.codec.nosuch"
 // its last config and counts the NACK, the controller logs the reason and counts it too; route changes of the
 // good service keep going live, beside the rejected listener and after its manifest is removed.
 func testMeshNACK(t *testing.T, bin string) {
-	block := newMeshNet()
+	block := meshtest.NewNet()
 	g := newGreetService(t, block, 1)
 	dir := g.manifestDir(t, g.allTo("v1", "good"))
-	customAddr := freeAddr(t, block.host(9))
+	customAddr := meshtest.FreeAddr(t, block.Host(9))
 	customHost, customPort, _ := net.SplitHostPort(customAddr)
 	custom := fmt.Sprintf(`apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: ApplicationProtocol
@@ -533,16 +534,16 @@ spec:
   resolution: STATIC
   endpoints:
   - address: %s
-`, nosuchCodec, customHost, customPort, block.host(10))
+`, nosuchCodec, customHost, customPort, block.Host(10))
 
-	m := startSplitMesh(t, bin, dir, block.host(100))
+	m := startSplitMesh(t, bin, dir, block.Host(100))
 	ctx := meshCtx(t)
 	c := dubbopeer.NewConsumer(t, g.addr(0))
 	tr := startTraffic(ctx, []*dubbopeer.Consumer{c}, 2, 5*time.Millisecond)
 	defer tr.halt()
 	tr.waitCalls(t, 20, "before the bad config")
 
-	writeAtomically(t, dir, "custom.yaml", custom)
+	meshtest.WriteAtomically(t, dir, "custom.yaml", custom)
 	t.Run("the controller accepts it", func(t *testing.T) {
 		out, err := exec.Command(bin, "validate", "-f", dir).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), nosuchCodec) {
@@ -551,13 +552,13 @@ spec:
 	})
 
 	t.Run("the proxy rejects it and keeps serving", func(t *testing.T) {
-		m.proxyAdm.waitMetric(t, 10*time.Second, "meltemi_xds_nacks_total", nil, "more than 0",
+		m.proxyAdm.WaitMetric(t, 10*time.Second, "meltemi_xds_nacks_total", nil, "more than 0",
 			func(v float64) bool { return v > 0 })
-		m.controller.waitMetric(t, 10*time.Second, "meltemi_controller_nacks_total", nil, "more than 0",
+		m.controller.WaitMetric(t, 10*time.Second, "meltemi_controller_nacks_total", nil, "more than 0",
 			func(v float64) bool { return v > 0 })
 		// The controller's log says which proxy rejected what, and why.
-		poll(t, 10*time.Second, "the controller to log the NACK and its reason", func() bool {
-			for _, line := range strings.Split(m.controller.proc.output(), "\n") {
+		meshtest.Poll(t, 10*time.Second, "the controller to log the NACK and its reason", func() bool {
+			for _, line := range strings.Split(m.controller.Proc.Output(), "\n") {
 				if strings.Contains(line, "rejected") && strings.Contains(line, nosuchCodec) {
 					t.Logf("controller: %s", line)
 					return true
@@ -569,7 +570,7 @@ spec:
 		if vs := tr.versions(); vs["v2"] > 0 {
 			t.Errorf("answers by version = %v; want v1 only", vs)
 		}
-		if code := m.proxyAdm.status("/ready"); code != http.StatusOK {
+		if code := m.proxyAdm.Status("/ready"); code != http.StatusOK {
 			t.Errorf("proxy /ready = %d after a NACK; want 200, it serves its last config", code)
 		}
 		if conn, err := net.DialTimeout("tcp", customAddr, time.Second); err == nil {
@@ -593,7 +594,7 @@ spec:
 			before()
 		}
 		start := time.Now()
-		writeAtomically(t, dir, "router.yaml", g.allTo(to, name))
+		meshtest.WriteAtomically(t, dir, "router.yaml", g.allTo(to, name))
 		d := waitForTarget(t, ctx, c, start, from, to, 5*time.Second)
 		t.Logf("%s → %s live after %v", from, to, d.Round(time.Millisecond))
 	}
@@ -610,7 +611,7 @@ spec:
 
 	tr.halt()
 	tr.noFailures(t, "over the whole test")
-	if n := m.proxyAdm.value(t, downstreamConnections, nil); n != 1 {
+	if n := m.proxyAdm.Value(t, downstreamConnections, nil); n != 1 {
 		t.Errorf("downstream connections accepted = %v; want 1, the consumer's", n)
 	}
 }
