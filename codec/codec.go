@@ -307,6 +307,12 @@ type Codec interface {
 	// ErrorReply appends to dst a reply to req that a client of the protocol reads as a failure of this kind,
 	// with detail as its message, and returns the status code it carries. It appends nothing, and returns
 	// status 0, for a request that expects no reply.
+	//
+	// For streams, req is a frame of the stream: to a StreamInit the reply refuses the stream (the answer a
+	// server gives when it will not serve it); to any other frame of an open stream (data, feedback, a
+	// one-way close) it is a frame that aborts the stream, which decodes as StreamCloseTwoWay. The proxy uses
+	// the latter on both sides, with the other side's stream id, when it ends a stream itself (its upstream
+	// failed, or it was idle too long). A protocol without such frames appends nothing.
 	ErrorReply(dst []byte, req *Message, kind ErrorKind, detail string) ([]byte, int32)
 }
 

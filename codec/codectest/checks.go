@@ -652,6 +652,9 @@ func (k *kit) checkOneErrorReply(t tester, what string, c codec.Codec, req *code
 		return false
 	}
 	reply := out[len(dstPrefix):]
+	if want, ok := streamReplyType(req.Type); ok {
+		return k.checkStreamErrorReply(t, what, req, want, reply, status)
+	}
 	if req.Type != codec.Request {
 		if len(reply) != 0 || status != 0 {
 			t.Errorf("%s: appended %d bytes with status %d; a request that expects no reply gets nothing and status 0",
@@ -849,4 +852,52 @@ func (k *kit) concurrency(t tester, side codec.Side) bool {
 		t.Errorf("%s side: %s", side, p)
 	}
 	return true
+}
+
+// streamReplyType is the type of the error reply a stream frame may get: an INIT is refused with an INIT, any
+// other frame of an open stream is answered with a reset.
+func streamReplyType(t codec.MessageType) (codec.MessageType, bool) {
+	switch t {
+	case codec.StreamInit:
+		return codec.StreamInit, true
+	case codec.StreamData, codec.StreamFeedback, codec.StreamCloseOneWay:
+		return codec.StreamCloseTwoWay, true
+	}
+	return 0, false
+}
+
+// checkStreamErrorReply checks the error reply to a stream frame: nothing, for a protocol without such
+// replies, or one frame of the expected type on the same stream that reads as a failure.
+func (k *kit) checkStreamErrorReply(t tester, what string, req *codec.Message, want codec.MessageType, reply []byte,
+	status int32) bool {
+	t.Helper()
+	if len(reply) == 0 {
+		if status != 0 {
+			t.Errorf("%s: appended nothing but returned status %d; want 0", what, status)
+			return false
+		}
+		return true
+	}
+	r := &codec.Message{}
+	var n int
+	var err error
+	// A refused INIT travels to the client, a reset to either peer: a codec of the side that reads it.
+	if !guard(t, what+": decoding the reply", func() { n, err = k.factory.NewCodec(codec.Downstream).Decode(reply, r) }) {
+		return false
+	}
+	switch {
+	case err != nil:
+		t.Errorf("%s: the %d-byte reply (%s) does not decode: %v", what, len(reply), hexPrefix(reply), err)
+	case n != len(reply):
+		t.Errorf("%s: the reply is %d bytes but decodes as a %d-byte frame; it must be exactly one frame", what, len(reply), n)
+	case r.Type != want:
+		t.Errorf("%s: the reply decodes as %v; want %v", what, r.Type, want)
+	case r.ID != req.ID:
+		t.Errorf("%s: the reply is for stream %d; want %d", what, r.ID, req.ID)
+	case !r.Failed || r.Status != status:
+		t.Errorf("%s: the reply decodes with failed %v status %d; want failed with status %d", what, r.Failed, r.Status, status)
+	default:
+		return true
+	}
+	return false
 }

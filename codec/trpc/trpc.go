@@ -75,6 +75,7 @@ const (
 
 	closeType      = 1 // TrpcStreamCloseMeta
 	closeRet       = 2
+	closeMsg       = 3
 	closeTransInfo = 5
 	closeFuncRet   = 6
 

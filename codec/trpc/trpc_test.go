@@ -740,8 +740,27 @@ func TestErrorReply(t *testing.T) {
 			t.Fatalf("reply decodes to %v %d status %d", r.Type, r.ID, r.Status)
 		}
 	})
+	t.Run("frames of an open stream: a reset", func(t *testing.T) {
+		for _, name := range []string{"stream-data", "stream-feedback", "stream-close"} {
+			c := newCodec(t)
+			msg := decodeOne(t, c, golden(t, name))
+			msg.Frame = nil
+			reply, status := c.ErrorReply(nil, msg, codec.NoHealthyUpstream, "upstream gone")
+			if status != RetClientConnect {
+				t.Fatalf("%s: status %d", name, status)
+			}
+			checkSizes(t, reply)
+			r := decodeOne(t, newCodec(t), reply)
+			if r.Type != codec.StreamCloseTwoWay || r.ID != msg.ID || r.Status != RetClientConnect || !r.Failed {
+				t.Fatalf("%s: reset decodes to %v %d status %d failed %v", name, r.Type, r.ID, r.Status, r.Failed)
+			}
+			if m := parse(t, "TrpcStreamCloseMeta", reply[16:]); m.str("msg") != "upstream gone" {
+				t.Fatalf("%s: close meta %v", name, m.m)
+			}
+		}
+	})
 	t.Run("nothing for frames that expect no reply", func(t *testing.T) {
-		for _, name := range []string{"oneway", "response", "stream-data", "stream-feedback", "stream-close", "stream-init-response"} {
+		for _, name := range []string{"oneway", "response", "stream-init-response"} {
 			c := newCodec(t)
 			msg := decodeOne(t, c, golden(t, name))
 			if reply, status := c.ErrorReply([]byte("x"), msg, codec.RouteNotFound, "d"); string(reply) != "x" || status != 0 {

@@ -306,6 +306,13 @@ func (c *Codec) ErrorReply(dst []byte, req *codec.Message, kind codec.ErrorKind,
 		dst = appendVarintField(dst, initRspRet, uint64(int64(ret)))
 		dst = protowire.AppendTag(dst, initRspErrorMsg, protowire.BytesType)
 		dst = protowire.AppendString(dst, msgText)
+	case req.Type == codec.StreamData || req.Type == codec.StreamFeedback || req.Type == codec.StreamCloseOneWay:
+		// A frame of an open stream: a RESET aborts the stream for the peer, with the code and message.
+		dst = appendFixedHeader(dst, frameStream, streamFrameClose, id, version)
+		dst = appendVarintField(dst, closeType, closeReset)
+		dst = appendVarintField(dst, closeRet, uint64(int64(ret)))
+		dst = protowire.AppendTag(dst, closeMsg, protowire.BytesType)
+		dst = protowire.AppendString(dst, msgText)
 	default:
 		return dst, 0
 	}
