@@ -50,7 +50,9 @@ func subsetCluster(subset, v1, v2 string) proxy.Cluster {
 	}
 }
 
-func clusterName(subset string) string { return fmt.Sprintf("outbound|%d|%s|%s", echoPort, subset, echoHost) }
+func clusterName(subset string) string {
+	return fmt.Sprintf("outbound|%d|%s|%s", echoPort, subset, echoHost)
+}
 
 // exact is a condition that key equals value.
 func exact(key, value string) proxy.MetadataMatcher {
