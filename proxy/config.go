@@ -53,6 +53,9 @@ type Listener struct {
 	Routes RouteConfig `json:"routes"`
 	// IdleTimeout closes a downstream connection with no request in flight for this long (0: never).
 	IdleTimeout time.Duration `json:"idleTimeout,omitempty"`
+	// StreamIdleTimeout resets a stream on which neither peer sent a frame for this long (0:
+	// DefaultStreamIdleTimeout).
+	StreamIdleTimeout time.Duration `json:"streamIdleTimeout,omitempty"`
 }
 
 // CodecConfig names a registered codec and gives its config.

@@ -30,7 +30,12 @@ type downstream struct {
 	snap *snapshot
 	lr   *listenerRuntime
 
-	inflight  atomic.Int64
+	// streams are the client's open streams by its stream ids. The read loop adds them; whoever ends one
+	// removes it.
+	streamsMu sync.Mutex
+	streams   map[uint64]*stream
+
+	inflight  atomic.Int64 // requests and streams
 	readDone  atomic.Bool
 	closeOnce sync.Once
 }
@@ -131,7 +136,7 @@ func (d *downstream) protocolError(err error) {
 // handle deals with one decoded frame of n bytes. Writes go to batch when it is not nil.
 func (d *downstream) handle(msg *codec.Message, n int, batch *writeBatch) {
 	switch msg.Type {
-	case codec.Request, codec.Oneway:
+	case codec.Request, codec.Oneway, codec.StreamInit:
 		lr := d.listener()
 		if lr == nil {
 			// The listener was removed: its connections finish what is in flight and take no more.
@@ -144,8 +149,10 @@ func (d *downstream) handle(msg *codec.Message, n int, batch *writeBatch) {
 		if len(d.replyB) > 0 {
 			d.w.writeTo(d.replyB, batch)
 		}
+	case codec.StreamData, codec.StreamFeedback, codec.StreamCloseOneWay, codec.StreamCloseTwoWay:
+		d.streamFrame(msg, batch)
 	default:
-		// Replies and heartbeat answers from a client, and stream frames no codec yet produces: nothing to do.
+		// Replies and heartbeat answers from a client: nothing to do.
 		d.p.log.Debug("dropping unexpected frame from downstream", "listener", d.sock.name,
 			"type", msg.Type.String())
 	}
@@ -199,6 +206,10 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 		size = len(frame)
 	}
 	h := d.p.hostFor(ep, lr, c)
+	if msg.Type == codec.StreamInit {
+		d.openStream(h, lr, ep, msg, start, size, buf, batch)
+		return
+	}
 	if msg.Type == codec.Oneway {
 		if err := h.sendOneway(msg.Frame, batch); err != nil {
 			d.p.log.Debug("oneway request dropped", "upstream", ep.address, "error", err)
@@ -243,6 +254,7 @@ func (d *downstream) localReplyPeer(lr *listenerRuntime, msg *codec.Message, kin
 // finishReading runs when the read loop ends: the connection closes once its requests in flight are answered.
 func (d *downstream) finishReading() {
 	d.rd.release()
+	d.resetStreams()
 	d.readDone.Store(true)
 	if d.inflight.Load() == 0 {
 		d.close()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -38,6 +39,8 @@ type listenerRuntime struct {
 	respFilters   []filter.ResponseFilter
 	routes        []*route
 	idleTimeout   time.Duration
+	// streamIdleTimeout resets idle streams.
+	streamIdleTimeout time.Duration
 	// noDestination labels requests that never reached a cluster.
 	noDestination *peerLabels
 	localReplies  []prometheus.Counter // by codec.ErrorKind
@@ -252,14 +255,15 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 		return nil, fmt.Errorf("codec.config: %w", err)
 	}
 	lr := &listenerRuntime{
-		name:        l.Name,
-		statPrefix:  l.StatPrefix,
-		address:     l.Address,
-		protocol:    reg.Protocol,
-		codecName:   reg.Name,
-		factory:     factory,
-		props:       factory.Properties(),
-		idleTimeout: l.IdleTimeout,
+		name:              l.Name,
+		statPrefix:        l.StatPrefix,
+		address:           l.Address,
+		protocol:          reg.Protocol,
+		codecName:         reg.Name,
+		factory:           factory,
+		props:             factory.Properties(),
+		idleTimeout:       l.IdleTimeout,
+		streamIdleTimeout: cmp.Or(l.StreamIdleTimeout, DefaultStreamIdleTimeout),
 	}
 	if lr.statPrefix == "" {
 		lr.statPrefix = l.Name

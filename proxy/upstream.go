@@ -187,12 +187,13 @@ type upstreamConn struct {
 	w     *connWriter
 	codec codec.Codec
 
-	mu     sync.Mutex
-	conn   net.Conn
-	calls  map[uint32]*call
-	nextID uint32
-	closed bool
-	err    error
+	mu      sync.Mutex
+	conn    net.Conn
+	calls   map[uint32]*call
+	streams map[uint32]*stream // streams relayed on the connection; they share the ids of calls
+	nextID  uint32
+	closed  bool
+	err     error
 }
 
 // register records c as waiting for a reply and returns the id to send it with; false if the connection is
@@ -207,17 +208,24 @@ func (uc *upstreamConn) register(c *call) (uint32, bool) {
 		uc.calls[0] = c
 		return 0, true
 	}
+	id := uc.freeID()
+	uc.calls[id] = c
+	return id, true
+}
+
+// freeID returns the next id that no call or stream on the connection uses; uc.mu is held.
+func (uc *upstreamConn) freeID() uint32 {
 	for {
 		uc.nextID++
 		if uc.nextID > maxUpstreamID {
 			uc.nextID = 1
 		}
-		if _, busy := uc.calls[uc.nextID]; !busy {
-			break
+		_, call := uc.calls[uc.nextID]
+		_, stream := uc.streams[uc.nextID]
+		if !call && !stream {
+			return uc.nextID
 		}
 	}
-	uc.calls[uc.nextID] = c
-	return uc.nextID, true
 }
 
 // take removes and returns the call waiting for id.
@@ -245,10 +253,7 @@ func (uc *upstreamConn) isClosed() bool {
 
 // closeIfIdle closes the connection when nothing is in flight on it.
 func (uc *upstreamConn) closeIfIdle() {
-	uc.mu.Lock()
-	idle := len(uc.calls) == 0
-	uc.mu.Unlock()
-	if idle {
+	if uc.idle() {
 		uc.close(nil)
 	}
 }
@@ -264,8 +269,8 @@ func (uc *upstreamConn) closeFlagged(err error, flag string) {
 		return
 	}
 	uc.closed, uc.err = true, err
-	calls := uc.calls
-	uc.calls = nil
+	calls, streams := uc.calls, uc.streams
+	uc.calls, uc.streams = nil, nil
 	conn := uc.conn
 	uc.mu.Unlock()
 
@@ -281,6 +286,9 @@ func (uc *upstreamConn) closeFlagged(err error, flag string) {
 	for _, c := range calls {
 		uc.h.active.Add(-1)
 		c.fail(codec.NoHealthyUpstream, flag, detail)
+	}
+	for _, s := range streams {
+		s.end(streamEnd{flag: flag, tellClient: true, kind: codec.NoHealthyUpstream, detail: detail})
 	}
 }
 
@@ -378,7 +386,7 @@ func (uc *upstreamConn) readLoop(conn net.Conn) {
 func (uc *upstreamConn) idle() bool {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
-	return len(uc.calls) == 0
+	return len(uc.calls) == 0 && len(uc.streams) == 0
 }
 
 // closeWith fails the calls on the connection with kind (a bad reply frame, say) and closes it.
@@ -402,6 +410,13 @@ func (uc *upstreamConn) handle(msg *codec.Message, batch *writeBatch) {
 	case codec.Heartbeat:
 		if reply := uc.codec.HeartbeatReply(nil, msg); len(reply) > 0 {
 			uc.w.writeTo(reply, batch)
+		}
+		return
+	case codec.StreamInit, codec.StreamData, codec.StreamFeedback, codec.StreamCloseOneWay, codec.StreamCloseTwoWay:
+		if s := uc.stream(msg.ID); s != nil {
+			s.fromServer(msg, batch)
+		} else {
+			h.unknownReplies.Inc()
 		}
 		return
 	default:
