@@ -1,9 +1,12 @@
 package meltemicmd
 
 import (
+	"slices"
+
 	"github.com/meltemi-mesh/meltemi/codec"
 	"github.com/meltemi-mesh/meltemi/codec/brpc"
 	"github.com/meltemi-mesh/meltemi/codec/dubbo"
+	"github.com/meltemi-mesh/meltemi/codec/sniff"
 	"github.com/meltemi-mesh/meltemi/codec/thrift"
 	"github.com/meltemi-mesh/meltemi/codec/trpc"
 	"github.com/meltemi-mesh/meltemi/proxy/filter"
@@ -32,5 +35,9 @@ func Builtins() Plugins {
 	}
 }
 
-func (p Plugins) codecs() (*codec.Registry, error)   { return codec.NewRegistry(p.Codecs...) }
+// codecs returns the binary's codecs, plus the sniffing codec over them (protocol "auto"), which serves all of
+// them on one port and picks each connection's from its first bytes.
+func (p Plugins) codecs() (*codec.Registry, error) {
+	return codec.NewRegistry(append(slices.Clip(p.Codecs), sniff.Registration(p.Codecs...))...)
+}
 func (p Plugins) filters() (*filter.Registry, error) { return filter.NewRegistry(p.Filters...) }

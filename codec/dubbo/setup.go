@@ -53,4 +53,18 @@ func (f *Factory) NewCodec(codec.Side) codec.Codec { return &Codec{maxBody: int(
 // Properties says that Dubbo replies carry their request's id, so upstream connections are multiplexed.
 func (f *Factory) Properties() codec.Properties { return codec.Properties{Multiplexing: true} }
 
-var _ codec.Factory = (*Factory)(nil)
+// Sniff recognises the 0xdabb magic that starts every Dubbo frame.
+func (f *Factory) Sniff(data []byte) codec.SniffResult {
+	switch {
+	case len(data) > 0 && data[0] != magicHigh, len(data) > 1 && data[1] != magicLow:
+		return codec.NotMine
+	case len(data) < 2:
+		return codec.NeedMore
+	}
+	return codec.Mine
+}
+
+var (
+	_ codec.Factory = (*Factory)(nil)
+	_ codec.Sniffer = (*Factory)(nil)
+)
