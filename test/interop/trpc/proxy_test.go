@@ -32,7 +32,7 @@ const (
 // peers are two Echo servers, v1 and v2, each on a loopback address of its own, and the address the proxy
 // listens on, in the same block.
 type peers struct {
-	v1, v2 *echoServer
+	v1, v2    *echoServer
 	proxyHost string
 }
 
