@@ -256,7 +256,7 @@ func (uc *upstreamConn) registerStream(s *stream) (uint32, bool) {
 	if uc.closed {
 		return 0, false
 	}
-	id := uc.freeID()
+	id := uc.freeID(s.downID)
 	if uc.streams == nil {
 		uc.streams = map[uint32]*stream{}
 	}

@@ -191,7 +191,7 @@ type upstreamConn struct {
 	conn    net.Conn
 	calls   map[uint32]*call
 	streams map[uint32]*stream // streams relayed on the connection; they share the ids of calls
-	nextID  uint32
+	nextID  [len(idClasses)]uint32 // the last id handed out in each class
 	closed  bool
 	err     error
 }
@@ -208,22 +208,52 @@ func (uc *upstreamConn) register(c *call) (uint32, bool) {
 		uc.calls[0] = c
 		return 0, true
 	}
-	id := uc.freeID()
+	id := uc.freeID(c.req.ID)
 	uc.calls[id] = c
 	return id, true
 }
 
-// freeID returns the next id that no call or stream on the connection uses; uc.mu is held.
-func (uc *upstreamConn) freeID() uint32 {
-	for {
-		uc.nextID++
-		if uc.nextID > maxUpstreamID {
-			uc.nextID = 1
+// idClasses split the ids the proxy hands out by the bytes they take as a protobuf or Thrift compact varint
+// (7 bits a byte): 1-127, 128-16383, and so on up to maxUpstreamID.
+var idClasses = [...]struct{ lo, hi uint32 }{
+	{1, 1<<7 - 1}, {1 << 7, 1<<14 - 1}, {1 << 14, 1<<21 - 1}, {1 << 21, 1<<28 - 1}, {1 << 28, maxUpstreamID},
+}
+
+// idClass returns the class of an id; ids beyond maxUpstreamID belong to the last.
+func idClass(id uint64) int {
+	for i, c := range idClasses {
+		if id <= uint64(c.hi) {
+			return i
 		}
-		_, call := uc.calls[uc.nextID]
-		_, stream := uc.streams[uc.nextID]
-		if !call && !stream {
-			return uc.nextID
+	}
+	return len(idClasses) - 1
+}
+
+// freeID returns an id that no call or stream on the connection uses, for a request whose downstream id is
+// down; uc.mu is held.
+//
+// It prefers an id that takes as many varint bytes as down: a codec whose ids are varints (Thrift compact,
+// bRPC, tRPC) then rewrites the request and restores the reply in place, where a longer id would make it copy
+// the request and a shorter one the reply (servers write ids in their shortest form). Other codecs are
+// indifferent. Ids go round within their class, so an id is reused only after its class has gone round; a
+// class with no free id passes the request to the next.
+//
+// Requests end only with their reply or their connection, so no late reply can reach an id's next owner.
+func (uc *upstreamConn) freeID(down uint64) uint32 {
+	for class := idClass(down); ; class = (class + 1) % len(idClasses) {
+		lo, hi := idClasses[class].lo, idClasses[class].hi
+		next := &uc.nextID[class]
+		for range min(hi-lo+1, 1024) {
+			if *next < lo || *next >= hi {
+				*next = lo
+			} else {
+				*next++
+			}
+			_, call := uc.calls[*next]
+			_, stream := uc.streams[*next]
+			if !call && !stream {
+				return *next
+			}
 		}
 	}
 }
