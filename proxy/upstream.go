@@ -190,7 +190,7 @@ type upstreamConn struct {
 	mu      sync.Mutex
 	conn    net.Conn
 	calls   map[uint32]*call
-	streams map[uint32]*stream // streams relayed on the connection; they share the ids of calls
+	streams map[uint32]*stream     // streams relayed on the connection; they share the ids of calls
 	nextID  [len(idClasses)]uint32 // the last id handed out in each class
 	closed  bool
 	err     error

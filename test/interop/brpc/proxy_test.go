@@ -257,8 +257,8 @@ func TestNoRouteLocalError(t *testing.T) {
 }
 
 // TestMultiplexedUpstream runs many concurrent calls from several clients, whose correlation ids overlap
-// (each counts from 1), over the proxy's one connection to the server: every caller gets its own answer, and
-// the server sees one connection carrying a distinct id for every call.
+// (each counts from 1), over the proxy's one connection to the server: every caller gets its own answer,
+// which it could not if two calls in flight shared an id upstream.
 func TestMultiplexedUpstream(t *testing.T) {
 	t.Parallel()
 	const clients, callersPer, callsPer = 4, 8, 50
@@ -268,13 +268,8 @@ func TestMultiplexedUpstream(t *testing.T) {
 	if n := b.v1.tap.connections(); n != 1 {
 		t.Fatalf("the server accepted %d connections; want the calls multiplexed on one", n)
 	}
-	seen := map[int64]bool{}
-	for _, f := range b.v1.tap.allReceived(t) {
-		seen[f.GetMeta().GetCorrelationId()] = true
-	}
-	if len(seen) != calls {
-		t.Fatalf("the server saw %d distinct correlation ids for %d calls whose clients used only %d ids",
-			len(seen), calls, callersPer*callsPer)
+	if got := len(b.v1.tap.allReceived(t)); got != calls {
+		t.Fatalf("the server read %d calls; want %d", got, calls)
 	}
 	b.proxy.WaitMetric("meltemi_proxy_upstream_connects_total", map[string]string{"address": b.v1.Addr}, "1",
 		func(v float64) bool { return v == 1 })
@@ -311,10 +306,9 @@ func runCallers(t *testing.T, addr string, clients, callersPer, callsPer int, ta
 }
 
 // TestCorrelationIDWidths makes enough calls that the correlation ids, the client's and the proxy's, need
-// one, two and then three varint bytes, and then makes their widths differ both ways: a new client (ids
-// from 1) on the proxy's busy upstream connection (ids past 16383), so the proxy's id is longer than the one
-// it replaces; and the old client (ids past 16383) on a new upstream connection (ids from 1), so the
-// response must grow again when its id is restored.
+// one, two and then three varint bytes; then a new client (ids from 1) shares the proxy's busy upstream
+// connection with the old one; then the old client (ids past 16383) moves to a new upstream connection. The
+// proxy picks upstream ids as wide as the client's, so the server sees ids past 16383 there too.
 func TestCorrelationIDWidths(t *testing.T) {
 	t.Parallel()
 	const warmup, callers, followUp = 17000, 8, 300
@@ -361,11 +355,11 @@ func TestCorrelationIDWidths(t *testing.T) {
 	fresh := dialEcho(t, b.addr)
 	callAll(fresh, followUp, "fresh", "v1")
 
-	// The busy client's ids are past 16383; v2 is a new upstream connection whose ids start at 1.
+	// The busy client's ids are past 16383; v2 is a new upstream connection.
 	b.proxy.Apply(b.config(proxy.Route{Name: "all", Cluster: clusterV2}))
 	callAll(busy, followUp, "moved", "v2")
-	if got := maxID(b.v2); got > followUp {
-		t.Fatalf("the v2 server saw correlation ids up to %d; the test needs a new connection's small ids", got)
+	if got := maxID(b.v2); got <= 16383 {
+		t.Fatalf("the v2 server saw correlation ids up to %d; the proxy's ids should be as wide as the client's", got)
 	}
 	if n := b.v1.tap.connections(); n != 1 {
 		t.Fatalf("v1 accepted %d connections; want one for all %d calls", n, warmup+followUp)
