@@ -11,7 +11,7 @@ import (
 // them.
 func TestConformance(t *testing.T) { codectest.Run(t, conformanceSuite(t)) }
 
-// TestConformancePbrpc runs the kit on what real pbrpc v1.4.0 peers sent, SetID aside: see pbrpcSuite.
+// TestConformancePbrpc runs the kit on what real pbrpc v1.4.0 peers sent.
 func TestConformancePbrpc(t *testing.T) { codectest.Run(t, pbrpcSuite(t)) }
 
 // FuzzConformance checks the kit's invariants on arbitrary bytes, seeded with the brpc-shaped samples.
