@@ -63,8 +63,9 @@ func (t MessageType) String() string {
 	return "MessageType(" + strconv.Itoa(int(t)) + ")"
 }
 
-// ExpectsReply reports whether a message of this type is answered by its peer.
-func (t MessageType) ExpectsReply() bool { return t == Request || t == Heartbeat }
+// ExpectsReply reports whether a message of this type is answered by its peer: a request, a heartbeat, and a
+// stream INIT (answered by the server's INIT).
+func (t MessageType) ExpectsReply() bool { return t == Request || t == Heartbeat || t == StreamInit }
 
 // IsReply reports whether a message of this type answers an earlier one.
 func (t MessageType) IsReply() bool { return t == Response || t == HeartbeatResponse || t == Error }
