@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	trpcgo "trpc.group/trpc-go/trpc-go"
 	"trpc.group/trpc-go/trpc-go/client"
 	trpccodec "trpc.group/trpc-go/trpc-go/codec"
+	"trpc.group/trpc-go/trpc-go/pool/multiplexed"
 	"trpc.group/trpc-go/trpc-go/server"
 	"trpc.group/trpc-go/trpc-go/stream"
 	"trpc.group/trpc-go/trpc-go/transport"
@@ -45,6 +47,7 @@ type echoServer struct {
 
 	mu       sync.Mutex
 	notified map[string]int // oneway Notify calls received, by text
+	chatErrs []error        // how the Chat streams that failed ended
 }
 
 // echoHandler is the interface the ServiceDesc's HandlerType names, as generated stubs declare one.
@@ -168,6 +171,23 @@ func (s *echoServer) notifiedCount(text string) int {
 
 // Chat answers every message with a reply, until the client closes its side.
 func (s *echoServer) Chat(st server.Stream) error {
+	err := s.chat(st)
+	if err != nil {
+		s.mu.Lock()
+		s.chatErrs = append(s.chatErrs, err)
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// failedChats returns how the Chat streams that failed ended.
+func (s *echoServer) failedChats() []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.chatErrs)
+}
+
+func (s *echoServer) chat(st server.Stream) error {
 	for {
 		req := &echopb.EchoRequest{}
 		if err := st.RecvMsg(req); err != nil {
@@ -218,15 +238,18 @@ func say(ctx context.Context, target, text string, opts ...client.Option) (*echo
 	return rsp, err
 }
 
-// streamClient opens Chat streams. Its streams share one client stream transport, whose pool multiplexes
-// the streams to an address on one connection.
+// streamClient opens Chat streams. Its streams share one client stream transport and one multiplexed pool
+// of one connection per address: trpc-go's own pool dials two per address up front, and puts every stream on
+// the first anyway.
 type streamClient struct {
-	c  stream.Client
-	tr transport.ClientStreamTransport
+	c    stream.Client
+	tr   transport.ClientStreamTransport
+	pool multiplexed.Pool
 }
 
 func newStreamClient() *streamClient {
-	return &streamClient{c: stream.NewStreamClient(), tr: transport.NewClientStreamTransport()}
+	return &streamClient{c: stream.NewStreamClient(), tr: transport.NewClientStreamTransport(),
+		pool: multiplexed.New(multiplexed.WithConnectNumber(1), multiplexed.WithMaxVirConnsPerConn(1000))}
 }
 
 var chatDesc = &client.ClientStreamDesc{StreamName: funcChat, ClientStreams: true, ServerStreams: true}
@@ -237,7 +260,8 @@ func (sc *streamClient) chat(ctx context.Context, target string, opts ...client.
 	msg.WithCalleeServiceName(echoService)
 	msg.WithSerializationType(trpccodec.SerializationTypePB)
 	return sc.c.NewStream(ctx, chatDesc, funcChat,
-		callOpts(target, append([]client.Option{client.WithStreamTransport(sc.tr)}, opts...))...)
+		callOpts(target, append([]client.Option{client.WithStreamTransport(sc.tr),
+			client.WithMultiplexedPool(sc.pool)}, opts...))...)
 }
 
 // exchange sends text on s and receives the reply, which must be its answer.
