@@ -1,20 +1,16 @@
-// Package dubboload is a Dubbo 2 benchmark kit: a near-free echo server, the floor forwarder that copies
-// whole frames and does nothing else, and a load generator that measures latency with a log-linear
-// histogram. The dubbobench command drives it; tests call it directly.
-package dubboload
+package meshload
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"unicode/utf16"
 	"unicode/utf8"
 )
 
-// HeaderLen is the length of a Dubbo frame header.
-const HeaderLen = 16
+// dubboHeaderLen is the length of a Dubbo frame header.
+const dubboHeaderLen = 16
 
 // Header bytes and flags of the Dubbo 2 protocol.
 const (
@@ -28,8 +24,8 @@ const (
 	serialHessian byte = 2
 )
 
-// StatusOK is the Dubbo status of a successful response.
-const StatusOK = 20
+// dubboStatusOK is the Dubbo status of a successful response.
+const dubboStatusOK = 20
 
 // statusBadRequest answers requests the echo server cannot read.
 const statusBadRequest = 40
@@ -40,15 +36,8 @@ const (
 	respNullValue byte = 0x92
 )
 
-// maxBody bounds the body length a frame header may announce; Dubbo's own default payload limit is 8 MiB, and
-// anything far beyond it is a stream out of sync rather than a real frame.
-const maxBody = 64 << 20
-
-// Errors a frame reader reports when the stream is not Dubbo.
-var (
-	errBadMagic = errors.New("dubbo: bad magic")
-	errBadLen   = errors.New("dubbo: bad body length")
-)
+// errBadMagic reports a stream that is not Dubbo.
+var errBadMagic = errors.New("dubbo: bad magic")
 
 // Echo service the requests call.
 const (
@@ -58,68 +47,6 @@ const (
 	echoMethod    = "echo"
 	stringDesc    = "Ljava/lang/String;"
 )
-
-// frameReader reads whole Dubbo frames from a connection into one reused buffer.
-type frameReader struct {
-	buf  []byte
-	r, w int // unread data is buf[r:w]
-	need int // length of the frame at buf[r:], once its header is in
-}
-
-func newFrameReader(size int) *frameReader { return &frameReader{buf: make([]byte, size)} }
-
-// next returns the next whole frame, or nil when the buffer holds none yet. The frame is valid until the next
-// call to fill.
-func (fr *frameReader) next() ([]byte, error) {
-	avail := fr.w - fr.r
-	if avail < HeaderLen {
-		return nil, nil
-	}
-	h := fr.buf[fr.r:fr.w]
-	if h[0] != magicHigh || h[1] != magicLow {
-		return nil, errBadMagic
-	}
-	n := int32(binary.BigEndian.Uint32(h[12:16]))
-	if n < 0 || n > maxBody {
-		return nil, errBadLen
-	}
-	total := HeaderLen + int(n)
-	if avail < total {
-		fr.need = total
-		return nil, nil
-	}
-	fr.need = 0
-	f := fr.buf[fr.r : fr.r+total : fr.r+total]
-	fr.r += total
-	return f, nil
-}
-
-// fill reads once from c. It first makes room: it moves the unread bytes to the front when the tail is short,
-// and grows the buffer when a frame announced by its header cannot fit.
-func (fr *frameReader) fill(c net.Conn) error {
-	if fr.r == fr.w {
-		fr.r, fr.w = 0, 0
-	} else if fr.r > 0 && (len(fr.buf)-fr.w < len(fr.buf)/4 || fr.r+fr.need > len(fr.buf)) {
-		fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
-		fr.r = 0
-	}
-	if fr.need > len(fr.buf) {
-		nb := make([]byte, max(fr.need, 2*len(fr.buf)))
-		fr.w = copy(nb, fr.buf[fr.r:fr.w])
-		fr.r = 0
-		fr.buf = nb
-	}
-	n, err := c.Read(fr.buf[fr.w:])
-	fr.w += n
-	if n > 0 {
-		// The error, if any, comes back on the next read; the bytes read first are served.
-		return nil
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
-}
 
 // frameID returns the request id of a frame.
 func frameID(f []byte) uint64 { return binary.BigEndian.Uint64(f[4:12]) }
@@ -347,18 +274,47 @@ func fromJavaUTF8(b []byte) string {
 	return string(s)
 }
 
-// Request is a Dubbo 2 hessian2 echo(String) two-way request frame, built once and stamped with a new id for
-// each send.
-type Request struct {
-	// Frame is the whole frame; bytes 4 to 12 hold the id.
-	Frame []byte
-	// WantBody is the body of the echo server's answer: RESPONSE_VALUE and the same string.
-	WantBody []byte
+// Dubbo is Dubbo 2 with hessian2: each request calls org.apache.dubbo.bench.EchoService.echo(String), as a
+// Dubbo 2.7 Java consumer sends it (Dubbo version 2.0.2, attachments path, interface, version and timeout).
+// Heartbeats are answered and oneway requests ignored.
+type Dubbo struct{}
+
+// Name implements Protocol.
+func (Dubbo) Name() string { return "dubbo" }
+
+// Workload implements Protocol.
+func (Dubbo) Workload() string { return "Dubbo 2 hessian2 echo(String)" }
+
+// IDBits implements Protocol: Dubbo's request id is a 64-bit integer.
+func (Dubbo) IDBits() int { return 64 }
+
+// FrameLen implements Protocol: a frame is its 16-byte header and the body length the header announces.
+func (Dubbo) FrameLen(b []byte) (int, error) {
+	if len(b) < dubboHeaderLen {
+		return 0, nil
+	}
+	if b[0] != magicHigh || b[1] != magicLow {
+		return 0, errBadMagic
+	}
+	n := int32(binary.BigEndian.Uint32(b[12:16]))
+	if n < 0 || n > maxFrame {
+		return 0, errFrameLen
+	}
+	return dubboHeaderLen + int(n), nil
 }
 
-// NewRequest builds an echo(String) request carrying payload and a small attachment map, as a Dubbo 2.7 Java
-// consumer sends it.
-func NewRequest(payload string) *Request {
+// NewCall implements Protocol.
+func (Dubbo) NewCall(payload string) Call { return newDubboCall(payload) }
+
+// dubboCall is a two-way echo(String) request and the body of the reply it expects.
+type dubboCall struct {
+	// frame is the whole request frame; bytes 4 to 12 hold the id.
+	frame []byte
+	// wantBody is the body of the echo server's answer: RESPONSE_VALUE and the same string.
+	wantBody []byte
+}
+
+func newDubboCall(payload string) *dubboCall {
 	body := make([]byte, 0, 128+len(payload)+len(payload)/maxChunk*3)
 	body = appendString(body, dubboVersion)
 	body = appendString(body, echoInterface)
@@ -374,21 +330,107 @@ func NewRequest(payload string) *Request {
 		"version", echoVersion,
 		"timeout", "3000",
 	)
-	frame := appendHeader(make([]byte, 0, HeaderLen+len(body)), flagRequest|flagTwoWay|serialHessian, 0, 0,
+	frame := appendHeader(make([]byte, 0, dubboHeaderLen+len(body)), flagRequest|flagTwoWay|serialHessian, 0, 0,
 		len(body))
 	frame = append(frame, body...)
 	want := append([]byte{respValue}, arg...)
-	return &Request{Frame: frame, WantBody: want}
+	return &dubboCall{frame: frame, wantBody: want}
 }
 
-// Payload returns a deterministic ASCII payload of n bytes.
-func Payload(n int) string {
-	const pattern = "meltemi-dubbo-bench-0123456789-abcdefghijklmnopqrstuvwxyz-"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = pattern[i%len(pattern)]
+func (c *dubboCall) MaxLen() int { return len(c.frame) }
+
+func (c *dubboCall) Append(dst []byte, id uint64) []byte {
+	n := len(dst)
+	dst = append(dst, c.frame...)
+	binary.BigEndian.PutUint64(dst[n+4:n+12], id)
+	return dst
+}
+
+func (c *dubboCall) Check(f, out []byte) (uint64, Verdict, []byte) {
+	flag := f[2]
+	if flag&flagRequest != 0 {
+		// The peer's own request: answer its heartbeat, drop anything else.
+		if flag&flagEvent != 0 && flag&flagTwoWay != 0 {
+			out = appendHeader(out, flagEvent|flag&serialMask, dubboStatusOK, frameID(f), 1)
+			out = append(out, 'N')
+		}
+		return 0, Peer, out
 	}
-	return string(b)
+	if flag&flagEvent != 0 {
+		return 0, Peer, out // a heartbeat reply
+	}
+	switch {
+	case f[3] != dubboStatusOK:
+		return frameID(f), BadStatus, out
+	case !bytes.Equal(f[dubboHeaderLen:], c.wantBody):
+		return frameID(f), BadBody, out
+	}
+	return frameID(f), Good, out
+}
+
+// AppendEcho implements Protocol: a two-way request gets a status-20 RESPONSE_VALUE holding its String
+// argument, a heartbeat its answer; responses and oneway requests get nothing.
+func (Dubbo) AppendEcho(out, f []byte) []byte {
+	flag := f[2]
+	if flag&flagRequest == 0 || flag&flagTwoWay == 0 {
+		return out // a response, or a oneway request
+	}
+	id, serial := frameID(f), flag&serialMask
+	if flag&flagEvent != 0 {
+		out = appendHeader(out, flagEvent|serial, dubboStatusOK, id, 1)
+		return append(out, 'N')
+	}
+	arg, err := echoArgument(f[dubboHeaderLen:])
+	if err != nil {
+		at := len(out)
+		out = appendHeader(out, serial, statusBadRequest, id, 0)
+		out = appendString(out, err.Error())
+		patchBodyLen(out[at:])
+		return out
+	}
+	if arg == nil {
+		out = appendHeader(out, serial, dubboStatusOK, id, 1)
+		return append(out, respNullValue)
+	}
+	out = appendHeader(out, serial, dubboStatusOK, id, 1+len(arg))
+	out = append(out, respValue)
+	return append(out, arg...)
+}
+
+// patchBodyLen sets the body length of the frame f from its size.
+func patchBodyLen(f []byte) {
+	n := len(f) - dubboHeaderLen
+	f[12], f[13], f[14], f[15] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+}
+
+// stringDescWire is the parameter-types descriptor of echo(String) as Hessian writes it.
+var stringDescWire = appendString(nil, stringDesc)
+
+// echoArgument returns the wire bytes of the String argument of a request body, or nil when the method takes
+// something other than one String.
+func echoArgument(body []byte) ([]byte, error) {
+	off := 0
+	// Dubbo version, service path, service version and method name come before the descriptor.
+	for range 4 {
+		n, err := skipString(body[off:])
+		if err != nil {
+			return nil, err
+		}
+		off += n
+	}
+	n, err := skipString(body[off:])
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(body[off:off+n], stringDescWire) {
+		return nil, nil
+	}
+	off += n
+	n, err = skipString(body[off:])
+	if err != nil {
+		return nil, err
+	}
+	return body[off : off+n], nil
 }
 
 // ResponseValue decodes the string a RESPONSE_VALUE response body carries.

@@ -1,15 +1,18 @@
-package dubboload
+package meshload
 
 import (
 	"context"
 	"net"
 )
 
-// Floor is the least a Dubbo proxy can do: it reads each frame by its 16-byte header and copies it whole to
-// the other side, over one upstream connection per downstream connection, and nothing else. Whatever a
-// real proxy adds over the floor is the cost of its own work, which makes the ratio to the floor a figure
-// that travels between machines.
+// Floor is the least a proxy can do: it reads each frame by the length its header gives (Protocol.FrameLen:
+// Dubbo's 16-byte header, framed Thrift's 4-byte length, bRPC's 12-byte header) and copies it whole to the
+// other side, over one upstream connection per downstream connection, and nothing else. Whatever a real proxy
+// adds over the floor is the cost of its own work, which makes the ratio to the floor a figure that travels
+// between machines.
 type Floor struct {
+	// Protocol says where each frame ends.
+	Protocol Protocol
 	// Upstream is the server's host:port.
 	Upstream string
 }
@@ -28,19 +31,19 @@ func (f Floor) forward(ctx context.Context, down net.Conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		copyFrames(down, up)
+		copyFrames(f.Protocol, down, up)
 		// The server went away: end the client's side too, as a proxy would.
 		down.Close()
 	}()
-	copyFrames(up, down)
+	copyFrames(f.Protocol, up, down)
 	up.Close()
 	<-done
 }
 
 // copyFrames copies whole frames from src to dst until either fails. All the whole frames one read brings in
 // leave in one write, straight from the read buffer.
-func copyFrames(dst, src net.Conn) {
-	fr := newFrameReader(64 << 10)
+func copyFrames(p Protocol, dst, src net.Conn) {
+	fr := newFrameReader(p, 64<<10)
 	for {
 		if err := fr.fill(src); err != nil {
 			return

@@ -1,4 +1,4 @@
-package dubboload
+package meshload
 
 import (
 	"math"

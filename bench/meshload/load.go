@@ -1,9 +1,7 @@
-package dubboload
+package meshload
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +13,8 @@ import (
 
 // Config describes one load.
 type Config struct {
+	// Protocol is the protocol the requests speak.
+	Protocol Protocol
 	// Target is the host:port requests go to.
 	Target string
 	// Conns is the number of connections.
@@ -41,7 +41,7 @@ type Config struct {
 // Result is what a load measured in its window. Errors are counted over the whole run, warmup and drain
 // included.
 type Result struct {
-	// Requests counts the replies that came back within the window with status 20 and the echoed string.
+	// Requests counts the successful replies that came back within the window with the echoed string.
 	Requests uint64
 	// Latency holds the latency of those replies: from the send in a closed loop, from the intended send time
 	// in an open loop.
@@ -51,11 +51,11 @@ type Result struct {
 	SendLag *Histogram
 	// Elapsed is the length of the window.
 	Elapsed time.Duration
-	// BadStatus counts replies with a status other than 20.
+	// BadStatus counts replies that report a failure (Verdict BadStatus).
 	BadStatus uint64
 	// Mismatched counts replies whose id matches no request in flight.
 	Mismatched uint64
-	// BadBody counts status-20 replies that do not carry the echoed string.
+	// BadBody counts successful replies that do not carry the echoed string, and frames that are no reply.
 	BadBody uint64
 	// Timeouts counts requests still unanswered when the drain ended.
 	Timeouts uint64
@@ -76,13 +76,16 @@ func (r *Result) RPS() float64 {
 	return float64(r.Requests) / r.Elapsed.Seconds()
 }
 
-// slotBits is how many low bits of a request id name its slot; the rest count sends on the connection, so
-// that a reply whose id was mangled on the way back is caught.
+// slotBits is how many low bits of a request id name its slot; the bits above, as many as the protocol's id
+// has, count sends on the connection, so that a reply whose id was mangled on the way back is caught.
 const slotBits = 16
 
 // Run applies the load described by cfg and returns what it measured. Connections are made before the clock
 // starts; a failure to connect is an error, failures afterwards are counted in the Result.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Protocol == nil {
+		return nil, errors.New("load: no protocol")
+	}
 	if cfg.Conns < 1 || cfg.InFlight < 1 || cfg.InFlight > 1<<slotBits || cfg.Size < 0 {
 		return nil, fmt.Errorf("load: need conns ≥ 1, 1 ≤ inflight ≤ %d and size ≥ 0", 1<<slotBits)
 	}
@@ -92,7 +95,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Drain <= 0 {
 		cfg.Drain = 5 * time.Second
 	}
-	req := NewRequest(Payload(cfg.Size))
+	call := cfg.Protocol.NewCall(Payload(cfg.Size))
+	idMask := ^uint64(0) >> (64 - cfg.Protocol.IDBits())
 
 	var d net.Dialer
 	conns := make([]net.Conn, 0, cfg.Conns)
@@ -131,7 +135,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, fmt.Errorf("load: %w", err)
 		}
 		w := &worker{
-			cfg: &cfg, req: req, conn: c, base: base, open: open, close: closeAt,
+			cfg: &cfg, call: call, idMask: idMask, conn: c, base: base, open: open, close: closeAt,
 			issued: issued, hist: NewHistogram(),
 		}
 		workers[i] = w
@@ -197,7 +201,8 @@ func windowHooks(base time.Time, open, closeAt int64, hook func(bool), done <-ch
 // worker drives one connection.
 type worker struct {
 	cfg    *Config
-	req    *Request
+	call   Call
+	idMask uint64 // the bits a request id may use
 	conn   net.Conn
 	base   time.Time
 	open   int64 // window start, ns since base
@@ -221,42 +226,40 @@ func (w *worker) mayIssue(now int64) bool {
 	return now < w.close && (w.issued == nil || w.issued.Add(1) <= int64(w.cfg.Requests))
 }
 
-// stamp appends the request frame for slot to w.out under a new id and returns the id.
+// stamp appends the request frame for slot to w.out under a new id and returns the id. An id that the
+// protocol's width wraps to 0 is skipped: 0 marks a free slot.
 func (w *worker) stamp(slot int) uint64 {
-	w.seq++
-	id := w.seq<<slotBits | uint64(slot)
-	n := len(w.out)
-	w.out = append(w.out, w.req.Frame...)
-	binary.BigEndian.PutUint64(w.out[n+4:n+12], id)
-	return id
+	for {
+		w.seq++
+		if id := (w.seq<<slotBits | uint64(slot)) & w.idMask; id != 0 {
+			w.out = w.call.Append(w.out, id)
+			return id
+		}
+	}
 }
 
-// check classifies a reply to a request sent at sent and records it if it is good and inside the window.
-func (w *worker) check(f []byte, sent, now int64) {
+// slotOf returns the slot a reply's id names, or -1 when it names none of m.
+func slotOf(id uint64, m int) int {
+	s := int(id & (1<<slotBits - 1))
+	if id == 0 || s >= m {
+		return -1
+	}
+	return s
+}
+
+// record counts a reply to a request sent at sent and records its latency if it is good and inside the
+// window.
+func (w *worker) record(v Verdict, sent, now int64) {
 	switch {
-	case f[3] != StatusOK:
+	case v == BadStatus:
 		w.badStatus++
-	case !bytes.Equal(f[HeaderLen:], w.req.WantBody):
+	case v != Good:
 		w.badBody++
 	case now >= w.open && now < w.close:
 		w.good++
 		w.lastGood = now
 		w.hist.Record(time.Duration(now - sent))
 	}
-}
-
-// peerFrame handles a frame that is not a reply to one of our requests: a heartbeat from the peer is answered
-// (appended to out), a heartbeat reply is dropped. It reports whether f was such a frame.
-func peerFrame(f, out []byte) ([]byte, bool) {
-	flag := f[2]
-	if flag&flagRequest != 0 {
-		if flag&flagEvent != 0 && flag&flagTwoWay != 0 {
-			out = appendHeader(out, flagEvent|flag&serialMask, StatusOK, frameID(f), 1)
-			out = append(out, 'N')
-		}
-		return out, true
-	}
-	return out, flag&flagEvent != 0
 }
 
 // fail records why the connection ended with n requests unanswered.
@@ -278,8 +281,8 @@ func (w *worker) closedLoop() {
 	ids := make([]uint64, m) // id in flight in each slot, 0 when free
 	sent := make([]int64, m)
 	pending := make([]int, 0, m) // slots written by the next flush
-	w.out = make([]byte, 0, m*len(w.req.Frame))
-	fr := newFrameReader(max(64<<10, 2*len(w.req.Frame)))
+	w.out = make([]byte, 0, m*w.call.MaxLen())
+	fr := newFrameReader(w.cfg.Protocol, max(64<<10, 2*w.call.MaxLen()))
 	inFlight := 0
 
 	flush := func() error {
@@ -321,17 +324,19 @@ func (w *worker) closedLoop() {
 			if f == nil {
 				break
 			}
-			var peer bool
-			if w.out, peer = peerFrame(f, w.out); peer {
+			var (
+				id uint64
+				v  Verdict
+			)
+			if id, v, w.out = w.call.Check(f, w.out); v == Peer {
 				continue
 			}
-			id := frameID(f)
-			s := int(id & (1<<slotBits - 1))
-			if s >= m || ids[s] != id {
+			s := slotOf(id, m)
+			if s < 0 || ids[s] != id {
 				w.mismatched++
 				continue
 			}
-			w.check(f, sent[s], now)
+			w.record(v, sent[s], now)
 			ids[s] = 0
 			inFlight--
 			if w.mayIssue(now) {

@@ -1,4 +1,4 @@
-package dubboload
+package meshload
 
 import (
 	"context"
@@ -149,7 +149,7 @@ func pace(ctx context.Context, cfg *Config, ocs []*openConn, lag *Histogram) {
 func (oc *openConn) read() {
 	w := oc.w
 	m := len(oc.ids)
-	fr := newFrameReader(max(64<<10, 2*len(w.req.Frame)))
+	fr := newFrameReader(w.cfg.Protocol, max(64<<10, 2*w.call.MaxLen()))
 	var hb []byte // replies to the peer's heartbeats
 	for {
 		if err := fr.fill(w.conn); err != nil {
@@ -169,17 +169,19 @@ func (oc *openConn) read() {
 			if f == nil {
 				break
 			}
-			var peer bool
-			if hb, peer = peerFrame(f, hb); peer {
+			var (
+				id uint64
+				v  Verdict
+			)
+			if id, v, hb = w.call.Check(f, hb); v == Peer {
 				continue
 			}
-			id := frameID(f)
-			s := int(id & (1<<slotBits - 1))
-			if s >= m || oc.ids[s].Load() != id {
+			s := slotOf(id, m)
+			if s < 0 || oc.ids[s].Load() != id {
 				w.mismatched++
 				continue
 			}
-			w.check(f, oc.due[s].Load(), now)
+			w.record(v, oc.due[s].Load(), now)
 			oc.ids[s].Store(0)
 			oc.free <- s
 		}

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package dubboload
+package meshload
 
 import "time"
 

@@ -6,11 +6,12 @@ import (
 	"os"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bench/dubboload"
+	"github.com/meltemi-mesh/meltemi/bench/meshload"
 )
 
 func runLoad(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	proto := addProtocolFlag(fs)
 	target := fs.String("target", "127.0.0.1:20880", "`address` to send requests to")
 	conns := fs.Int("conns", 1, "connections")
 	inflight := fs.Int("inflight", 1, "requests in flight per connection (closed loop), or at most (open loop)")
@@ -23,15 +24,15 @@ func runLoad(args []string) error {
 	}
 	ctx, cancel := serverContext()
 	defer cancel()
-	res, err := dubboload.Run(ctx, dubboload.Config{
-		Target: *target, Conns: *conns, InFlight: *inflight, Size: *size,
+	res, err := meshload.Run(ctx, meshload.Config{
+		Protocol: proto.Protocol, Target: *target, Conns: *conns, InFlight: *inflight, Size: *size,
 		Rate: *rate, Warmup: *warmup, Duration: *duration,
 	})
 	if err != nil {
 		return err
 	}
 	h := res.Latency
-	fmt.Printf("%s %dx%d %d B: %.0f rps, %d requests in %v\n", *target, *conns, *inflight, *size, res.RPS(),
+	fmt.Printf("%s %s %dx%d %d B: %.0f rps, %d requests in %v\n", proto.Name(), *target, *conns, *inflight, *size, res.RPS(),
 		res.Requests, res.Elapsed)
 	fmt.Printf("latency µs: p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f\n", micros(h.Quantile(0.5)),
 		micros(h.Quantile(0.99)), micros(h.Quantile(0.999)), micros(h.Max()), micros(h.Mean()))

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/meltemi-mesh/meltemi/bench/dubboload"
+	"github.com/meltemi-mesh/meltemi/bench/meshload"
 )
 
 // row is one run: one topology under one load and size.
@@ -63,7 +63,7 @@ type added struct {
 	P999Ratio float64 `json:"p999_ratio"`
 }
 
-func (r *row) fill(res *dubboload.Result) {
+func (r *row) fill(res *meshload.Result) {
 	h := res.Latency
 	r.P50, r.P99, r.P999 = micros(h.Quantile(0.5)), micros(h.Quantile(0.99)), micros(h.Quantile(0.999))
 	r.Max, r.Mean = micros(h.Max()), micros(h.Mean())
@@ -104,6 +104,7 @@ type target struct {
 // report is everything a session measured.
 type report struct {
 	Machine   machine `json:"machine"`
+	Protocol  string  `json:"protocol"`
 	Workload  string  `json:"workload"`
 	DurationS float64 `json:"duration_s"`
 	WarmupS   float64 `json:"warmup_s"`
@@ -119,11 +120,11 @@ type report struct {
 }
 
 func newReport(opts runOptions) *report {
-	w := "Dubbo 2 hessian2 echo(String), closed loop"
+	w := opts.proto.Workload() + ", closed loop"
 	if opts.rate > 0 {
-		w = fmt.Sprintf("Dubbo 2 hessian2 echo(String), open loop at %.0f rps", opts.rate)
+		w = fmt.Sprintf("%s, open loop at %.0f rps", opts.proto.Workload(), opts.rate)
 	}
-	return &report{Machine: thisMachine(), Workload: w, DurationS: opts.duration.Seconds(),
+	return &report{Machine: thisMachine(), Protocol: opts.proto.Name(), Workload: w, DurationS: opts.duration.Seconds(),
 		WarmupS: opts.warmup.Seconds(), Repeat: opts.repeat}
 }
 

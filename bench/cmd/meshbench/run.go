@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bench/dubboload"
+	"github.com/meltemi-mesh/meltemi/bench/meshload"
 )
 
 // Topologies, as BENCHMARKS.md names them.
@@ -35,6 +35,7 @@ func (l load) String() string { return fmt.Sprintf("%dx%d", l.Conns, l.InFlight)
 
 // runOptions are run's flags.
 type runOptions struct {
+	proto         meshload.Protocol
 	sizes         []int
 	loads         []load
 	topologies    []string
@@ -48,6 +49,7 @@ type runOptions struct {
 
 func runAll(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	proto := addProtocolFlag(fs)
 	sizes := fs.String("sizes", "1024", "comma-separated echoed string `lengths` in bytes")
 	loads := fs.String("loads", "1x1,4x16,16x64", "comma-separated loads, `CONNSxINFLIGHT`")
 	topos := fs.String("topologies", "T0,F,T1", "comma-separated topologies to run, in order")
@@ -63,7 +65,7 @@ func runAll(args []string) error {
 	if *repeat < 1 {
 		return errors.New("-repeat: must be at least 1")
 	}
-	opts := runOptions{repeat: *repeat, duration: *duration, warmup: *warmup, rate: *rate, upstreamConns: *upstreamConns,
+	opts := runOptions{proto: proto.Protocol, repeat: *repeat, duration: *duration, warmup: *warmup, rate: *rate, upstreamConns: *upstreamConns,
 		jsonPath: *jsonPath}
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -109,7 +111,8 @@ func runAll(args []string) error {
 func session(ctx context.Context, opts runOptions) (*report, error) {
 	const startTimeout = 30 * time.Second
 	// Each server on its own loopback address, on a port the kernel picks.
-	echo, err := startChild(ctx, startTimeout, "echo", "-listen", "127.0.0.2:0")
+	pflag := "-protocol=" + opts.proto.Name()
+	echo, err := startChild(ctx, startTimeout, "echo", pflag, "-listen", "127.0.0.2:0")
 	if err != nil {
 		return nil, err
 	}
@@ -120,9 +123,9 @@ func session(ctx context.Context, opts runOptions) (*report, error) {
 		var c *child
 		switch t {
 		case topoFloor:
-			c, err = startChild(ctx, startTimeout, "floor", "-listen", "127.0.0.3:0", "-upstream", echo.addr)
+			c, err = startChild(ctx, startTimeout, "floor", pflag, "-listen", "127.0.0.3:0", "-upstream", echo.addr)
 		case topoProxy:
-			c, err = startChild(ctx, startTimeout, "proxy", "-listen", "127.0.0.4:0", "-upstream", echo.addr,
+			c, err = startChild(ctx, startTimeout, "proxy", pflag, "-listen", "127.0.0.4:0", "-upstream", echo.addr,
 				"-upstream-conns", strconv.Itoa(opts.upstreamConns))
 		default:
 			continue
@@ -212,8 +215,8 @@ func measure(ctx context.Context, opts runOptions, topo string, l load, size int
 		s.machine, _ = readMachineCPU()
 		s.wall = time.Now()
 	}
-	res, err := dubboload.Run(ctx, dubboload.Config{
-		Target: target, Conns: l.Conns, InFlight: l.InFlight, Size: size, Rate: opts.rate,
+	res, err := meshload.Run(ctx, meshload.Config{
+		Protocol: opts.proto, Target: target, Conns: l.Conns, InFlight: l.InFlight, Size: size, Rate: opts.rate,
 		Warmup: opts.warmup, Duration: opts.duration,
 		OnWindow: func(open bool) {
 			if open {

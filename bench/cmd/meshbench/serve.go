@@ -15,9 +15,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bench/dubboload"
+	"github.com/meltemi-mesh/meltemi/bench/meshload"
 	"github.com/meltemi-mesh/meltemi/codec"
+	"github.com/meltemi-mesh/meltemi/codec/brpc"
 	"github.com/meltemi-mesh/meltemi/codec/dubbo"
+	"github.com/meltemi-mesh/meltemi/codec/thrift"
 	"github.com/meltemi-mesh/meltemi/proxy"
 )
 
@@ -73,38 +75,48 @@ func serveWith(listen string, control bool, serve func(context.Context, net.List
 
 func runEcho(args []string) error {
 	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
+	proto := addProtocolFlag(fs)
 	listen := fs.String("listen", "127.0.0.1:20880", "`address` to serve on")
 	control := fs.Bool("control", false, controlUsage)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	return serveWith(*listen, *control, dubboload.Echo{}.Serve)
+	return serveWith(*listen, *control, meshload.Echo{Protocol: proto.Protocol}.Serve)
 }
 
 func runFloor(args []string) error {
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
+	proto := addProtocolFlag(fs)
 	listen := fs.String("listen", "127.0.0.1:20881", "`address` to serve on")
 	upstream := fs.String("upstream", "127.0.0.1:20880", "`address` of the server")
 	control := fs.Bool("control", false, controlUsage)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	return serveWith(*listen, *control, dubboload.Floor{Upstream: *upstream}.Serve)
+	return serveWith(*listen, *control, meshload.Floor{Protocol: proto.Protocol, Upstream: *upstream}.Serve)
+}
+
+// codecs are the Meltemi codecs of the protocols the kit speaks, by protocol name.
+var codecs = map[string]codec.Registration{
+	"dubbo":  dubbo.Registration(),
+	"thrift": thrift.Registration(),
+	"brpc":   brpc.Registration(),
 }
 
 // listenerName is the name of the proxy's one listener.
-const listenerName = "dubbo-bench"
+const listenerName = "bench"
 
-// proxyConfig is a one-listener config: Dubbo in, every request to the one endpoint.
-func proxyConfig(listen, upstream string, upstreamConns int) *proxy.Config {
+// proxyConfig is a one-listener config: the protocol's codec with its defaults, every request to the one
+// endpoint.
+func proxyConfig(reg codec.Registration, listen, upstream string, upstreamConns int) *proxy.Config {
 	const cluster = "outbound|20880||echo.bench.svc.cluster.local"
 	return &proxy.Config{
 		Version: "bench",
-		Node:    proxy.Node{ID: "dubbobench", Workload: "dubbobench", Namespace: "bench"},
+		Node:    proxy.Node{ID: "meshbench", Workload: "meshbench", Namespace: "bench"},
 		Listeners: []proxy.Listener{{
 			Name:    listenerName,
 			Address: listen,
-			Codec:   proxy.CodecConfig{Name: dubbo.Registration().Name},
+			Codec:   proxy.CodecConfig{Name: reg.Name},
 			Routes: proxy.RouteConfig{Name: "bench", Routes: []proxy.Route{
 				{Name: "everything", Cluster: cluster},
 			}},
@@ -120,6 +132,7 @@ func proxyConfig(listen, upstream string, upstreamConns int) *proxy.Config {
 
 func runProxy(args []string) error {
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	proto := addProtocolFlag(fs)
 	listen := fs.String("listen", "127.0.0.1:20882", "`address` to serve on")
 	upstream := fs.String("upstream", "127.0.0.1:20880", "`address` of the server")
 	admin := fs.String("admin", "", "`address` of the admin server (/ready, /metrics, /config_dump, /debug/pprof/); none when empty")
@@ -131,18 +144,22 @@ func runProxy(args []string) error {
 	ctx, cancel := serverContext()
 	defer cancel()
 
-	codecs, err := codec.NewRegistry(dubbo.Registration())
+	reg, ok := codecs[proto.Name()]
+	if !ok {
+		return fmt.Errorf("no Meltemi codec for %s", proto.Name())
+	}
+	registry, err := codec.NewRegistry(reg)
 	if err != nil {
 		return err
 	}
 	// Warnings only: a benchmark must not pay for logging it does not read.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := proxy.New(proxy.Options{Codecs: codecs, Logger: logger})
+	p, err := proxy.New(proxy.Options{Codecs: registry, Logger: logger})
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	if err := p.Update(proxyConfig(*listen, *upstream, *upstreamConns)); err != nil {
+	if err := p.Update(proxyConfig(reg, *listen, *upstream, *upstreamConns)); err != nil {
 		return err
 	}
 	if err := waitFor(ctx, 10*time.Second, p.Ready); err != nil {
