@@ -21,9 +21,9 @@ test: vet unit e2e
 
 # The e2e module replaces the root module with this tree, so a change to the root's requirements changes its
 # module graph: -mod=mod lets it follow without a hand-run tidy.
-# Test modules of their own (real peers' libraries stay out of the product's go.mod): the e2e suite, and one
-# interop module per protocol family under test/interop.
-TEST_MODULES := test/e2e $(patsubst %/go.mod,%,$(wildcard test/interop/*/go.mod))
+# Test modules of their own (real peers' libraries stay out of the product's go.mod): the e2e suite, one
+# interop module per protocol family under test/interop, and the add-a-protocol example.
+TEST_MODULES := test/e2e $(patsubst %/go.mod,%,$(wildcard test/interop/*/go.mod)) examples/private-protocol
 
 vet:
 	$(GO) vet ./...
