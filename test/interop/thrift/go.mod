@@ -6,6 +6,7 @@ replace github.com/meltemi-mesh/meltemi => ../../..
 
 require (
 	github.com/apache/thrift v0.25.0
+	github.com/bytedance/gopkg v0.1.3
 	github.com/cloudwego/gopkg v0.1.3
 	github.com/cloudwego/kitex v0.12.0
 	github.com/meltemi-mesh/meltemi v0.0.0-00010101000000-000000000000
@@ -13,7 +14,6 @@ require (
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
-	github.com/bytedance/gopkg v0.1.3 // indirect
 	github.com/bytedance/sonic v1.15.5 // indirect
 	github.com/bytedance/sonic/loader v0.5.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
