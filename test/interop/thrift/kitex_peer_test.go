@@ -2,57 +2,70 @@ package thriftinterop
 
 import (
 	"context"
+	"fmt"
 	"net"
-	"slices"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/bytedance/gopkg/cloud/metainfo"
 	"github.com/cloudwego/kitex/client"
-	"github.com/cloudwego/kitex/transport"
+	"github.com/cloudwego/kitex/pkg/remote/trans/gonet"
 	"github.com/cloudwego/kitex/server"
+	"github.com/cloudwego/kitex/transport"
 
 	kecho "github.com/meltemi-mesh/meltemi/test/interop/thrift/kitexgen/echo"
 	kechoservice "github.com/meltemi-mesh/meltemi/test/interop/thrift/kitexgen/echo/echo"
 	"github.com/meltemi-mesh/meltemi/test/meshtest"
 )
 
+// Kitex servers run in child processes (this test binary, started with kitexServerArg), with Kitex's
+// default network layer, netpoll; Kitex clients run in the test with Kitex's Go net transport (gonet). Run in
+// the test's own process, netpoll closed sockets that were not its own: when a peer closes a connection it
+// may close that file descriptor number a second time after another socket of the process has reused it,
+// and the in-process proxy's upstream writes failed with EBADF and a listener refused connections. A gonet
+// server cannot stand in: its Stop makes the accept loop call os.Exit(1).
+
+// kitexServerArg as the first argument makes the test binary a Kitex server: kitexServerArg ADDR VERSION.
+const kitexServerArg = "kitex-echo-server"
+
+// runKitexServerIfAsked serves Echo as a Kitex server and never returns when the binary was started with
+// kitexServerArg; otherwise it returns at once.
+func runKitexServerIfAsked() {
+	if len(os.Args) != 4 || os.Args[1] != kitexServerArg {
+		return
+	}
+	addr, err := net.ResolveTCPAddr("tcp", os.Args[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	srv := kechoservice.NewServer(&kitexEcho{&kitexServer{version: os.Args[3]}}, server.WithServiceAddr(addr))
+	if err := srv.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
 // kitexServer is a real Kitex server of Echo on an address of its own. A Kitex server reads every transport
 // a Kitex client may speak (TTHeader, framed, unframed) and answers each in kind.
 type kitexServer struct {
 	version string
 	addr    string
-
-	mu       sync.Mutex
-	notified []string // messages of the oneway calls received
 }
 
-// startKitexServer starts a server on host answering as version, waits until it accepts connections, and
-// stops it when the test ends.
+// startKitexServer starts a server process on host answering as version, waits until it accepts
+// connections, and stops it when the test ends.
 func startKitexServer(t *testing.T, host, version string) *kitexServer {
 	t.Helper()
 	s := &kitexServer{version: version, addr: meshtest.FreeAddr(t, host)}
-	tcpAddr, err := net.ResolveTCPAddr("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := kechoservice.NewServer(&kitexEcho{s}, server.WithServiceAddr(tcpAddr),
-		server.WithExitWaitTime(time.Second))
-	done := make(chan error, 1)
-	go func() { done <- srv.Run() }()
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Errorf("stop kitex server %s: %v", version, err)
-		}
-		<-done
-	})
-	meshtest.Poll(t, 10*time.Second, "kitex server "+version+" to accept connections", func() bool {
-		select {
-		case err := <-done:
-			t.Fatalf("kitex server %s ended: %v", version, err)
-		default:
-		}
+	p := meshtest.Start(t, os.Args[0], "kitex server "+version, kitexServerArg, s.addr, version)
+	meshtest.Poll(t, 20*time.Second, "kitex server "+version+" to accept connections", func() bool {
+		p.Alive(t)
 		c, err := net.Dial("tcp", s.addr)
 		if err == nil {
 			c.Close()
@@ -62,11 +75,11 @@ func startKitexServer(t *testing.T, host, version string) *kitexServer {
 	return s
 }
 
-func (s *kitexServer) notifiedWith(msg string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Contains(s.notified, msg)
-}
+// notified holds the messages of the oneway calls a server process received.
+var notified sync.Map
+
+// notifiedKey prefixes a Header key that asks whether a oneway call with the rest of the key came.
+const notifiedKey = "notified?"
 
 // kitexEcho is the Echo handler (Kitex requires a pointer): every answer starts with the server's version.
 type kitexEcho struct{ s *kitexServer }
@@ -77,14 +90,17 @@ func (h *kitexEcho) Echo(_ context.Context, msg string) (string, error) {
 
 // Header answers a metainfo value: Kitex reads TTHeader's RPC_TRANSIT_<key> pairs into the context as <key>.
 func (h *kitexEcho) Header(ctx context.Context, key string) (string, error) {
+	if msg, ok := strings.CutPrefix(key, notifiedKey); ok {
+		_, seen := notified.Load(msg)
+		return h.s.version + ":" + strconv.FormatBool(seen), nil
+	}
 	v, _ := metainfo.GetValue(ctx, key)
 	return h.s.version + ":" + v, nil
 }
 
+// Notify records msg; a later Header call with key notifiedKey+msg answers whether it came.
 func (h *kitexEcho) Notify(_ context.Context, msg string) error {
-	h.s.mu.Lock()
-	h.s.notified = append(h.s.notified, msg)
-	h.s.mu.Unlock()
+	notified.Store(msg, true)
 	return nil
 }
 
@@ -116,7 +132,9 @@ var kitexTTHeaderFramed = kitexTransport{"ttheader+framed", transport.TTHeaderFr
 func dialKitex(t *testing.T, addr string, tr kitexTransport, opts ...client.Option) kechoservice.Client {
 	t.Helper()
 	c, err := kechoservice.NewClient("echo", append([]client.Option{client.WithHostPorts(addr),
-		client.WithTransportProtocol(tr.protocol), client.WithRPCTimeout(20 * time.Second)}, opts...)...)
+		client.WithTransportProtocol(tr.protocol), client.WithRPCTimeout(20 * time.Second),
+		client.WithDialer(gonet.NewDialer()), client.WithTransHandlerFactory(gonet.NewCliTransHandlerFactory())},
+		opts...)...)
 	if err != nil {
 		t.Fatalf("kitex client of %s: %v", addr, err)
 	}
