@@ -81,6 +81,9 @@ const (
 	protoShift     = 3
 	protoMask      = 3 << protoShift
 	flagsShift     = 16 // THeader flags, echoed in replies
+	// stInnerFrame marks a TTHeader frame whose message has a framed length of its own after the header, as
+	// Kitex's TTHeaderFramed transport writes it; replies carry one too.
+	stInnerFrame = 1 << 5
 )
 
 // The codec's bookkeeping in Message.Private.
@@ -221,7 +224,14 @@ func (c *Codec) decodeFrame(frame []byte, msg *codec.Message, complete bool) err
 		}
 	}
 	c.transport = tr
-	h, err := parseMessage(frame, payload)
+	msgStart, inner := payload, 0
+	if tr == trTTHeader && len(frame) >= payload+5 &&
+		int(binary.BigEndian.Uint32(frame[payload:])) == len(frame)-payload-4 &&
+		(frame[payload+4] == binaryVersion1>>24 || frame[payload+4] == compactID) {
+		// Kitex TTHeaderFramed: the message keeps its own frame length inside the TTHeader frame.
+		msgStart, inner = payload+4, stInnerFrame
+	}
+	h, err := parseMessage(frame, msgStart)
 	if err != nil {
 		if err == errShort {
 			return codec.Errorf(false, "thrift: message header runs past the end of the %d-byte frame", len(frame)-4)
@@ -231,7 +241,7 @@ func (c *Codec) decodeFrame(frame []byte, msg *codec.Message, complete bool) err
 	if hdrProto == protoCompact && h.proto != protoCompact || hdrProto == protoBinary && h.proto == protoCompact {
 		return codec.Errorf(false, "thrift: THeader says protocol %s but the message is %s", protoName(hdrProto), protoName(h.proto))
 	}
-	msg.Private[privState] = tr | h.proto<<protoShift | flags<<flagsShift
+	msg.Private[privState] = tr | h.proto<<protoShift | inner | flags<<flagsShift
 	msg.Private[privSeqID] = h.seqOff
 	msg.Private[privPayload] = payload
 	msg.Private[privInfo] = info
@@ -605,6 +615,11 @@ func (c *Codec) ErrorReply(dst []byte, req *codec.Message, kind codec.ErrorKind,
 		}
 		dst = append(dst, 0, 1, pid, 0, 0, 0)
 	}
+	inner := -1
+	if tr == trTTHeader && st&stInnerFrame != 0 {
+		inner = len(dst)
+		dst = append(dst, 0, 0, 0, 0)
+	}
 	dst = appendMessageBegin(dst, proto, method, typeException, uint32(req.ID))
 	prefix, sep := "meltemi: ", ": "
 	if detail == "" {
@@ -632,6 +647,9 @@ func (c *Codec) ErrorReply(dst []byte, req *codec.Message, kind codec.ErrorKind,
 	dst = append(dst, tStop)
 	if tr != trUnframed {
 		binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	}
+	if inner >= 0 {
+		binary.BigEndian.PutUint32(dst[inner:], uint32(len(dst)-inner-4))
 	}
 	return dst, typ
 }

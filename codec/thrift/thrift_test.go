@@ -428,6 +428,50 @@ func TestKitexTTHeader(t *testing.T) {
 	}
 }
 
+// TestKitexTTHeaderFramed: Kitex's TTHeaderFramed transport keeps the message's own framed length inside the
+// TTHeader frame. The codec reads the message after it, keeps it through a mutation, and writes it in replies.
+func TestKitexTTHeaderFramed(t *testing.T) {
+	payload := payloadOf(t, "binary", "echo", athrift.CALL, 7, &richArgs{text: "framed"})
+	inner := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+	frame := ttHeaderFrame(7, 0, [][2]string{{"RPC_TRANSIT_env", "canary"}}, nil, "", append(inner, payload...))
+	c := newCodec(t)
+	msg := decodeOne(t, c, frame)
+	if msg.Type != codec.Request || msg.ID != 7 {
+		t.Fatalf("decoded %v %d", msg.Type, msg.ID)
+	}
+	if got := metadata(t, msg); got["method"] != "echo" || got["RPC_TRANSIT_env"] != "canary" {
+		t.Fatalf("metadata = %v", got)
+	}
+	checkSplits(t, wire{transport: "header"}, frame)
+
+	out, err := c.Encode(nil, msg, &codec.Mutation{Set: []codec.KeyValue{{Key: "x-routed-by", Value: "meltemi"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(out, append(inner, payload...)) {
+		t.Fatalf("the mutated frame lost the inner length:\n% x", out)
+	}
+	c.SetID(msg, 300)
+	if got := libReadMessage(t, wire{transport: "buffered", proto: "binary"}, msg.Frame[len(msg.Frame)-len(payload):]); got.seq != 300 {
+		t.Fatalf("payload seqid %d", got.seq)
+	}
+
+	reply, _ := c.ErrorReply(nil, msg, codec.RouteNotFound, "no route")
+	r := decodeOne(t, newCodec(t), reply)
+	if r.Type != codec.Error || r.ID != 300 || r.Status != ExceptionUnknownMethod {
+		t.Fatalf("reply decodes to %v %d %d", r.Type, r.ID, r.Status)
+	}
+	body := reply[18:]
+	if n := binary.BigEndian.Uint32(body); int(n) != len(body)-4 {
+		t.Fatalf("the reply's inner length is %d for a %d-byte message", n, len(body)-4)
+	}
+	err = libRecv(t, wire{transport: "buffered", proto: "binary"}, body[4:], 300, "echo")
+	var ae athrift.TApplicationException
+	if !errors.As(err, &ae) || ae.TypeId() != ExceptionUnknownMethod {
+		t.Fatalf("library reads the payload as %v", err)
+	}
+}
+
 // TestTHeaderMutations covers the edge cases of rewriting key/values: none before, all removed, set then
 // removed, duplicates.
 func TestTHeaderMutations(t *testing.T) {

@@ -138,4 +138,10 @@ func TestKitexTTHeaderFramed(t *testing.T) {
 		got != "v2:"+routedByValue {
 		t.Fatalf("with env=canary, v2 read %s as %q (%v); want v2:%s", routedByKey, got, err, routedByValue)
 	}
+	// The proxy's own error reply keeps the transport's inner frame length, or the client could not read it.
+	got, err := dialKitex(t, p.Addr(narrowListener), tr).Echo(ctx, "nowhere")
+	var tae interface{ TypeID() int32 }
+	if !errors.As(err, &tae) || tae.TypeID() != 1 || !strings.Contains(err.Error(), "meltemi: ") {
+		t.Fatalf("echo with no route answered %q, %v (%T); want UNKNOWN_METHOD (1) from meltemi", got, err, err)
+	}
 }

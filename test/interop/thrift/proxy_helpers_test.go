@@ -111,7 +111,7 @@ func testCtx(t *testing.T) context.Context {
 // checkSplit runs n calls of call from workers goroutines and checks that the share answered by v1 is p
 // within 4.5 binomial standard deviations: a correct split falls outside about once in 150,000 runs, while a
 // 30/70 split over 1000 calls (7.9 deviations away) always fails. call returns the version that answered.
-func checkSplit(t *testing.T, n, workers int, p float64, call func(worker, i int) (string, error)) {
+func checkSplit(t *testing.T, n, workers int, p float64, call func(worker, i int) (string, error)) map[string]int {
 	t.Helper()
 	var mu sync.Mutex
 	byVersion := map[string]int{}
@@ -140,4 +140,5 @@ func checkSplit(t *testing.T, n, workers int, p float64, call func(worker, i int
 	if byVersion["v1"]+byVersion["v2"] != n || byVersion["v1"] < lo || byVersion["v1"] > hi {
 		t.Fatalf("answers by version %v of %d calls; want v1 within [%d, %d] and the rest v2", byVersion, n, lo, hi)
 	}
+	return byVersion
 }
