@@ -43,9 +43,11 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
 	done
 
-## bench: codec micro-benchmarks, then the direct / floor / one-hop table.
+## bench: codec micro-benchmarks, then the direct / floor / one-hop tables for Dubbo, Thrift and bRPC.
 bench: bench-codec
-	$(GO) run ./bench/cmd/dubbobench run
+	$(GO) run ./bench/cmd/meshbench run
+	$(GO) run ./bench/cmd/meshbench run -protocol thrift -loads 1x1,4x16
+	$(GO) run ./bench/cmd/meshbench run -protocol brpc -loads 1x1,4x16
 
 bench-codec:
 	$(GO) test -run '^$$' -bench . -benchmem ./codec/...
