@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -40,72 +39,20 @@ func (g *greetService) addr(i int) string {
 	return net.JoinHostPort(g.addrs[i], strconv.Itoa(g.port))
 }
 
+// service is the greet service as a ServiceEntry and DestinationRule describe it.
+func (g *greetService) service() meshtest.Service {
+	return meshtest.Service{Name: "greet", Host: g.host, Addresses: g.addrs, Port: g.port, Protocol: "dubbo",
+		Endpoints: []meshtest.Endpoint{{Addr: g.v1.Addr, Version: g.v1.Version}, {Addr: g.v2.Addr, Version: g.v2.Version}}}
+}
+
 // yaml is the ServiceEntry and DestinationRule.
 func (g *greetService) yaml(t testing.TB) string {
 	t.Helper()
-	endpoint := func(p *dubbopeer.Provider) string {
-		host, port, err := net.SplitHostPort(p.Addr)
-		if err != nil {
-			t.Fatalf("provider address %q: %v", p.Addr, err)
-		}
-		return fmt.Sprintf(`  - address: %s
-    ports:
-      tcp-metaprotocol-dubbo: %s
-    labels:
-      app: greet
-      version: %s
-`, host, port, p.Version)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: greet
-spec:
-  hosts:
-  - %s
-  addresses:
-`, g.host)
-	for _, a := range g.addrs {
-		fmt.Fprintf(&b, "  - %s\n", a)
-	}
-	fmt.Fprintf(&b, `  ports:
-  - number: %d
-    name: tcp-metaprotocol-dubbo
-    protocol: TCP
-  resolution: STATIC
-  location: MESH_INTERNAL
-  endpoints:
-%s%s---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: greet
-spec:
-  host: %s
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-`, g.port, endpoint(g.v1), endpoint(g.v2), g.host)
-	return b.String()
+	return g.service().YAML(t)
 }
 
 // router is a MetaRouter for the service with the given routes, YAML list items indented by two spaces.
-func (g *greetService) router(routes string) string {
-	return fmt.Sprintf(`apiVersion: metaprotocol.aeraki.io/v1alpha1
-kind: MetaRouter
-metadata:
-  name: greet
-spec:
-  hosts:
-  - %s
-  routes:
-%s`, g.host, routes)
-}
+func (g *greetService) router(routes string) string { return g.service().Router(routes) }
 
 // allTo is a MetaRouter sending every request to one subset, with an attachment naming the config so a
 // provider can tell which one routed a call.

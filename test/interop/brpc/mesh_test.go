@@ -126,68 +126,19 @@ func echoManifests(t *testing.T, svcAddr string, v1, v2 *echoServer) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	endpoint := func(s *echoServer) string {
-		host, port, err := net.SplitHostPort(s.Addr)
-		if err != nil {
-			t.Fatalf("server address %q: %v", s.Addr, err)
-		}
-		return fmt.Sprintf(`  - address: %s
-    ports:
-      tcp-metaprotocol-brpc: %s
-    labels:
-      app: echo
-      version: %s
-`, host, port, s.Version)
-	}
+	port, _ := strconv.Atoi(svcPort)
+	svc := meshtest.Service{Name: "echo", Host: echoHost, Addresses: []string{svcHost}, Port: port, Protocol: "brpc",
+		Endpoints: []meshtest.Endpoint{{Addr: v1.Addr, Version: "v1"}, {Addr: v2.Addr, Version: "v2"}}}
 	destination := func(subset string) string {
 		return fmt.Sprintf("    - destination:\n        host: %s\n        subset: %s\n", echoHost, subset)
 	}
-	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: echo
-spec:
-  hosts:
-  - %[1]s
-  addresses:
-  - %[2]s
-  ports:
-  - number: %[3]s
-    name: tcp-metaprotocol-brpc
-    protocol: TCP
-  resolution: STATIC
-  location: MESH_INTERNAL
-  endpoints:
-%[4]s%[5]s---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: echo
-spec:
-  host: %[1]s
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
----
-apiVersion: metaprotocol.aeraki.io/v1alpha1
-kind: MetaRouter
-metadata:
-  name: echo
-spec:
-  hosts:
-  - %[1]s
-  routes:
-  - name: upper
+	return svc.YAML(t) + "---\n" + svc.Router(`  - name: upper
     match:
       attributes:
         method:
           exact: Upper
     route:
-%[6]s    requestMutation:
+`+destination("v2")+`    requestMutation:
     - key: x-routed-by
       value: upper-route
   - name: echo-split
@@ -196,7 +147,7 @@ spec:
         method:
           exact: Echo
     route:
-%[7]s      weight: 20
-%[6]s      weight: 80
-`, echoHost, svcHost, svcPort, endpoint(v1), endpoint(v2), destination("v2"), destination("v1"))
+`+destination("v1")+`      weight: 20
+`+destination("v2")+`      weight: 80
+`)
 }

@@ -28,16 +28,10 @@ func TestMesh(t *testing.T) {
 	port := meshtest.FreePort(t, service)
 
 	dir := t.TempDir()
-	meshtest.WriteAtomically(t, dir, "echo.yaml", serviceYAML(t, service, port, v1.addr, v2.addr))
-	meshtest.WriteAtomically(t, dir, "router.yaml", fmt.Sprintf(`apiVersion: metaprotocol.aeraki.io/v1alpha1
-kind: MetaRouter
-metadata:
-  name: echo
-spec:
-  hosts:
-  - %[1]s
-  routes:
-  - name: canary
+	svc := meshtest.Service{Name: "echo", Host: echoHost, Addresses: []string{service}, Port: port, Protocol: "thrift",
+		Endpoints: []meshtest.Endpoint{{Addr: v1.addr, Version: "v1"}, {Addr: v2.addr, Version: "v2"}}}
+	meshtest.WriteAtomically(t, dir, "echo.yaml", svc.YAML(t))
+	meshtest.WriteAtomically(t, dir, "router.yaml", svc.Router(fmt.Sprintf(`  - name: canary
     match:
       attributes:
         env:
@@ -68,7 +62,7 @@ spec:
         host: %[1]s
         subset: v2
       weight: 80
-`, echoHost, routedByKey, routedByValue))
+`, echoHost, routedByKey, routedByValue)))
 
 	bin := meshtest.Build(t, t.TempDir())
 	mesh := meshtest.StartMesh(t, bin, dir, block.Host(100))
@@ -125,54 +119,4 @@ spec:
 		mesh.WaitMetric(t, 10*time.Second, "istio_requests_total", map[string]string{"destination_version": "v2"},
 			fmt.Sprint("at least ", seen["v2"]), func(v float64) bool { return v >= float64(seen["v2"]) })
 	})
-}
-
-// serviceYAML is the ServiceEntry of the echo service on service:port, its endpoints the two servers, and a
-// DestinationRule with subsets v1 and v2.
-func serviceYAML(t *testing.T, service string, port int, v1, v2 string) string {
-	t.Helper()
-	endpoint := func(addr, version string) string {
-		host, p, err := net.SplitHostPort(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fmt.Sprintf(`  - address: %s
-    ports:
-      tcp-metaprotocol-thrift: %s
-    labels:
-      app: echo
-      version: %s
-`, host, p, version)
-	}
-	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: echo
-spec:
-  hosts:
-  - %[1]s
-  addresses:
-  - %[2]s
-  ports:
-  - number: %[3]d
-    name: tcp-metaprotocol-thrift
-    protocol: TCP
-  resolution: STATIC
-  location: MESH_INTERNAL
-  endpoints:
-%[4]s%[5]s---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: echo
-spec:
-  host: %[1]s
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-`, echoHost, service, port, endpoint(v1, "v1"), endpoint(v2, "v2"))
 }

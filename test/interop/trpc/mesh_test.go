@@ -25,63 +25,13 @@ import (
 // 30/70 between v1 and v2, and anything else has no route.
 func meshManifests(t *testing.T, serviceAddr string, port int, v1, v2 *echoServer) string {
 	t.Helper()
-	endpoint := func(s *echoServer) string {
-		host, p, err := net.SplitHostPort(s.addr)
-		if err != nil {
-			t.Fatalf("server address %q: %v", s.addr, err)
-		}
-		return fmt.Sprintf(`  - address: %s
-    ports:
-      tcp-metaprotocol-trpc: %s
-    labels:
-      app: echo
-      version: %s
-`, host, p, s.version)
-	}
-	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: echo
-spec:
-  hosts:
-  - %[1]s
-  addresses:
-  - %[2]s
-  ports:
-  - number: %[3]d
-    name: tcp-metaprotocol-trpc
-    protocol: TCP
-  resolution: STATIC
-  location: MESH_INTERNAL
-  endpoints:
-%[4]s%[5]s---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: echo
-spec:
-  host: %[1]s
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
----
-apiVersion: metaprotocol.aeraki.io/v1alpha1
-kind: MetaRouter
-metadata:
-  name: echo
-spec:
-  hosts:
-  - %[1]s
-  routes:
-  - name: shout
+	svc := meshtest.Service{Name: "echo", Host: echoHost, Addresses: []string{serviceAddr}, Port: port, Protocol: "trpc",
+		Endpoints: []meshtest.Endpoint{{Addr: v1.addr, Version: v1.version}, {Addr: v2.addr, Version: v2.version}}}
+	return svc.YAML(t) + "---\n" + svc.Router(fmt.Sprintf(`  - name: shout
     match:
       attributes:
         func:
-          exact: %[6]s
+          exact: %[2]s
     route:
     - destination:
         host: %[1]s
@@ -93,7 +43,7 @@ spec:
     match:
       attributes:
         func:
-          exact: %[7]s
+          exact: %[3]s
     route:
     - destination:
         host: %[1]s
@@ -103,7 +53,7 @@ spec:
         host: %[1]s
         subset: v2
       weight: 70
-`, echoHost, serviceAddr, port, endpoint(v1), endpoint(v2), funcShout, funcSay)
+`, echoHost, funcShout, funcSay))
 }
 
 // TestMesh runs unary calls through `meltemi mesh`: routing on func, a request mutation, a weighted split of
