@@ -64,22 +64,15 @@ func (d *downstream) openStream(h *host, lr *listenerRuntime, ep *endpointRef, m
 	// The timer exists before anything can end the stream; it fires no sooner than the timeout.
 	s.timer = time.AfterFunc(s.timeout, s.checkIdle)
 	h.active.Add(1)
-	for attempt := 0; ; attempt++ {
-		uc := h.acquire()
-		id, ok := uc.registerStream(s)
-		if !ok {
-			if attempt < 2 {
-				continue // the connection died between acquire and register: take another
-			}
-			h.active.Add(-1)
-			s.timer.Stop()
-			d.localReplyPeer(lr, msg, codec.NoHealthyUpstream, "UF", "upstream "+h.key.address+" unavailable",
-				start, size, ep.peer, buf, batch)
-			return
-		}
-		s.uc, s.upID = uc, id
-		break
+	uc, id, ok := acquireFor(h, (*upstreamConn).registerStream, s)
+	if !ok {
+		h.active.Add(-1)
+		s.timer.Stop()
+		d.localReplyPeer(lr, msg, codec.NoHealthyUpstream, "UF", "upstream "+h.key.address+" unavailable",
+			start, size, ep.peer, buf, batch)
+		return
 	}
+	s.uc, s.upID = uc, id
 	d.streamsMu.Lock()
 	if d.streams == nil {
 		d.streams = map[uint64]*stream{}

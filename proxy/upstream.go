@@ -78,26 +78,31 @@ func (p *Proxy) hostFor(ep *endpointRef, lr *listenerRuntime, c *cluster) *host 
 // rewritten in place with dc, the downstream connection's codec, which decoded it.
 func (h *host) send(c *call, dc codec.Codec, msg *codec.Message, batch *writeBatch) {
 	h.active.Add(1)
-	for attempt := 0; ; attempt++ {
-		uc := h.acquire()
-		id, ok := uc.register(c)
-		if !ok {
-			if attempt < 2 {
-				continue // the connection died between acquire and register: take another
-			}
-			h.active.Add(-1)
-			c.fail(codec.NoHealthyUpstream, "UF", "upstream "+h.key.address+" unavailable")
-			return
-		}
-		if h.multiplexing {
-			dc.SetID(msg, uint64(id))
-		}
-		if err := uc.w.writeTo(msg.Frame, batch); err != nil {
-			// The read loop notices the broken connection and fails what is registered on it, this call too.
-			uc.close(err)
-		}
+	uc, id, ok := acquireFor(h, (*upstreamConn).register, c)
+	if !ok {
+		h.active.Add(-1)
+		c.fail(codec.NoHealthyUpstream, "UF", "upstream "+h.key.address+" unavailable")
 		return
 	}
+	if h.multiplexing {
+		dc.SetID(msg, uint64(id))
+	}
+	if err := uc.w.writeTo(msg.Frame, batch); err != nil {
+		// The read loop notices the broken connection and fails what is registered on it, this call too.
+		uc.close(err)
+	}
+}
+
+// acquireFor takes a connection and registers v on it, trying another connection when the one taken closed
+// in between; false when three in a row did.
+func acquireFor[V any](h *host, register func(*upstreamConn, V) (uint32, bool), v V) (*upstreamConn, uint32, bool) {
+	for range 3 {
+		uc := h.acquire()
+		if id, ok := register(uc, v); ok {
+			return uc, id, true
+		}
+	}
+	return nil, 0, false
 }
 
 // sendOneway forwards a request that expects no reply.
