@@ -136,3 +136,36 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestConformance runs the kit on the sniffing codec once per protocol, with that protocol's opening as the
+// connection's only kind of frame: once chosen, the codec must keep every contract of the codec it chose.
+func TestConformance(t *testing.T) {
+	for _, tc := range []struct {
+		preamble string
+		mutable  []string
+		metadata map[string]string
+	}{
+		{"dubbo", []string{"env"}, map[string]string{"method": "m"}},
+		{"thrift-framed", nil, map[string]string{"method": "ping"}},
+		{"thrift-header", []string{"env"}, map[string]string{"method": "ping"}},
+		{"brpc", []string{"env"}, map[string]string{"method": "m", "service": "S"}},
+		{"trpc", []string{"env"}, map[string]string{trpc.KeyFunc: "/p.S/M"}},
+	} {
+		t.Run(tc.preamble, func(t *testing.T) {
+			var frame []byte
+			for _, p := range codectest.Preambles() {
+				if p.Name == tc.preamble {
+					frame = p.Frame
+				}
+			}
+			codectest.Run(t, codectest.Suite{
+				Registration: sniff.Registration(builtins()...),
+				Samples: []codectest.Sample{{Name: tc.preamble, Frame: frame, Type: codec.Request, ID: 1,
+					Metadata: tc.metadata}},
+				Multiplexing: true,
+				MutableKeys:  tc.mutable,
+				Foreign:      codectest.Preambles("dubbo", "thrift", "brpc", "trpc"),
+			})
+		})
+	}
+}
