@@ -345,6 +345,14 @@ type Factory interface {
 	Properties() Properties
 }
 
+// Chooser is a Codec that serves its connection with a codec it chose, as the sniffing codec does once a
+// connection's first bytes have told it the protocol. The proxy opens upstream connections for the requests
+// of such a connection with the chosen factory, so that each protocol has upstream connections of its own.
+type Chooser interface {
+	// Chosen returns the registered name and the factory of the codec chosen; ok is false until one is.
+	Chosen() (name string, f Factory, ok bool)
+}
+
 // SniffResult is what a codec makes of the first bytes of a connection.
 type SniffResult uint8
 

@@ -205,7 +205,14 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 		*buf = frame
 		size = len(frame)
 	}
-	h := d.p.hostFor(ep, lr, c)
+	name, factory := lr.codecName, lr.factory
+	if ch, ok := d.codec.(codec.Chooser); ok {
+		// The connection's codec chose a protocol (a sniffing listener): upstream connections speak it.
+		if n, f, chosen := ch.Chosen(); chosen {
+			name, factory = n, f
+		}
+	}
+	h := d.p.hostFor(ep, lr, c, name, factory)
 	if msg.Type == codec.StreamInit {
 		d.openStream(h, lr, ep, msg, start, size, buf, batch)
 		return

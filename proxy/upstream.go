@@ -45,20 +45,21 @@ type host struct {
 	removed atomic.Bool // no longer in the config: connections close once idle
 }
 
-// hostFor returns the host behind an endpoint for a listener's protocol, creating it on first use.
-func (p *Proxy) hostFor(ep *endpointRef, lr *listenerRuntime, c *cluster) *host {
-	if h := ep.host.Load(); h != nil && h.key.codec == lr.codecName {
+// hostFor returns the host behind an endpoint for a protocol, the codec registered as codecName, creating it on
+// first use.
+func (p *Proxy) hostFor(ep *endpointRef, lr *listenerRuntime, c *cluster, codecName string, factory codec.Factory) *host {
+	if h := ep.host.Load(); h != nil && h.key.codec == codecName {
 		return h
 	}
-	key := hostKey{address: ep.address, codec: lr.codecName}
+	key := hostKey{address: ep.address, codec: codecName}
 	p.hostsMu.Lock()
 	h := p.hosts[key]
 	if h == nil {
 		h = &host{
 			p:                    p,
 			key:                  key,
-			factory:              lr.factory,
-			multiplexing:         lr.props.Multiplexing,
+			factory:              factory,
+			multiplexing:         factory.Properties().Multiplexing,
 			connectTimeout:       c.connectTimeout,
 			idleTimeout:          c.idleTimeout,
 			maxConns:             c.connsPerEndpoint,

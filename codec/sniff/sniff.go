@@ -3,9 +3,8 @@
 //
 // A listener that names this codec accepts, say, Dubbo, Thrift, bRPC and tRPC clients on the same address, so
 // a service need not say in its port name which protocol it speaks. Routes match on the metadata of whichever
-// protocol a request arrives in. An upstream connection speaks the protocol of the first request sent on it,
-// and refuses a reply in another; servers behind a sniffing listener are expected to speak one protocol per
-// port, as they do when the protocol is chosen by port name.
+// protocol a request arrives in. The proxy opens upstream connections with the codec a client's connection
+// chose (codec.Chooser), so each protocol has upstream connections of its own.
 package sniff
 
 import (
@@ -127,8 +126,9 @@ func (f *Factory) pick(data []byte) (*candidate, codec.SniffResult) {
 type Codec struct {
 	f     *Factory
 	side  codec.Side
-	inner codec.Codec // nil until chosen; set on the connection's goroutine, before any reply is built
-	name  string
+	inner   codec.Codec // nil until chosen; set on the connection's goroutine, before any reply is built
+	name    string
+	factory codec.Factory
 }
 
 // choose settles the connection's protocol from data; false if the bytes fit no candidate (yet: err says).
@@ -139,7 +139,7 @@ func (c *Codec) choose(data []byte) error {
 	}
 	switch r {
 	case codec.Mine:
-		c.inner, c.name = cand.factory.NewCodec(c.side), cand.name
+		c.inner, c.name, c.factory = cand.factory.NewCodec(c.side), cand.name, cand.factory
 		return nil
 	case codec.NeedMore:
 		return codec.ErrIncomplete
@@ -157,6 +157,14 @@ func (f *Factory) names() string {
 		b.WriteString(c.name)
 	}
 	return b.String()
+}
+
+// Chosen returns the codec the connection's first bytes chose.
+func (c *Codec) Chosen() (string, codec.Factory, bool) {
+	if c.inner == nil {
+		return "", nil, false
+	}
+	return c.name, c.factory, true
 }
 
 // Decode chooses the protocol on the first frame, then decodes with its codec.
@@ -209,4 +217,5 @@ var (
 	_ codec.Factory = (*Factory)(nil)
 	_ codec.Sniffer = (*Factory)(nil)
 	_ codec.Codec   = (*Codec)(nil)
+	_ codec.Chooser = (*Codec)(nil)
 )
