@@ -124,8 +124,8 @@ func (f *Factory) pick(data []byte) (*candidate, codec.SniffResult) {
 
 // Codec is one connection's codec: a candidate's, once the first bytes have chosen it.
 type Codec struct {
-	f     *Factory
-	side  codec.Side
+	f       *Factory
+	side    codec.Side
 	inner   codec.Codec // nil until chosen; set on the connection's goroutine, before any reply is built
 	name    string
 	factory codec.Factory
