@@ -35,6 +35,9 @@ type downstream struct {
 	streamsMu sync.Mutex
 	streams   map[uint64]*stream
 
+	// chosen is the codec a choosing codec (a sniffing listener's) picked for the connection, once it has.
+	chosen atomic.Pointer[chosenCodec]
+
 	inflight  atomic.Int64 // requests and streams
 	readDone  atomic.Bool
 	closeOnce sync.Once
@@ -128,7 +131,7 @@ func (d *downstream) protocolError(err error) {
 			d.w.write(reply)
 		}
 		lr.localReplies[codec.BadRequest].Inc()
-		d.p.metrics.record(lr.noDestination, lr.protocol, status, codec.BadRequest.ResponseFlag(), 0, 0,
+		d.p.metrics.record(lr.noDestination, d.protocol(lr), status, codec.BadRequest.ResponseFlag(), 0, 0,
 			len(reply))
 	}
 }
@@ -174,6 +177,7 @@ func (d *downstream) forward(lr *listenerRuntime, msg *codec.Message, start time
 func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.Time, buf *[]byte,
 	batch *writeBatch) {
 	size := len(msg.Frame)
+	cc := d.choice() // before any reply, so that metrics show the protocol chosen
 	r := lr.match(&msg.Metadata)
 	if r == nil {
 		d.localReply(lr, msg, codec.RouteNotFound, "NR", "no route matched", start, size, buf, batch)
@@ -206,11 +210,9 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 		size = len(frame)
 	}
 	name, factory := lr.codecName, lr.factory
-	if ch, ok := d.codec.(codec.Chooser); ok {
-		// The connection's codec chose a protocol (a sniffing listener): upstream connections speak it.
-		if n, f, chosen := ch.Chosen(); chosen {
-			name, factory = n, f
-		}
+	if cc != nil {
+		// A sniffing listener's connection: upstream connections speak the protocol it chose.
+		name, factory = cc.name, cc.factory
 	}
 	h := d.p.hostFor(ep, lr, c, name, factory)
 	if msg.Type == codec.StreamInit {
@@ -221,7 +223,7 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 		if err := h.sendOneway(msg.Frame, batch); err != nil {
 			d.p.log.Debug("oneway request dropped", "upstream", ep.address, "error", err)
 		}
-		d.p.metrics.record(ep.peer, lr.protocol, -1, "-", time.Since(start), size, -1)
+		d.p.metrics.record(ep.peer, d.protocol(lr), -1, "-", time.Since(start), size, -1)
 		return
 	}
 	call := newCall(d, lr, r, ep.peer, msg, start, size)
@@ -254,8 +256,45 @@ func (d *downstream) localReplyPeer(lr *listenerRuntime, msg *codec.Message, kin
 	}
 	lr.localReplies[kind].Inc()
 	if peer != nil {
-		d.p.metrics.record(peer, lr.protocol, status, flag, time.Since(start), reqSize, len(reply))
+		d.p.metrics.record(peer, d.protocol(lr), status, flag, time.Since(start), reqSize, len(reply))
 	}
+}
+
+// chosenCodec is what a choosing codec picked: the codec's registered name, its factory and its protocol.
+type chosenCodec struct {
+	name     string
+	factory  codec.Factory
+	protocol string
+}
+
+// choice returns the codec the connection's codec chose, or nil when it is not a choosing codec or has not
+// chosen yet.
+func (d *downstream) choice() *chosenCodec {
+	if cc := d.chosen.Load(); cc != nil {
+		return cc
+	}
+	ch, ok := d.codec.(codec.Chooser)
+	if !ok {
+		return nil
+	}
+	name, f, ok := ch.Chosen()
+	if !ok {
+		return nil
+	}
+	cc := &chosenCodec{name: name, factory: f, protocol: name}
+	if reg, ok := d.p.opts.Codecs.Lookup(name); ok {
+		cc.protocol = reg.Protocol
+	}
+	d.chosen.Store(cc)
+	return cc
+}
+
+// protocol is the request_protocol of the connection's requests: the one its codec chose, or the listener's.
+func (d *downstream) protocol(lr *listenerRuntime) string {
+	if cc := d.chosen.Load(); cc != nil {
+		return cc.protocol
+	}
+	return lr.protocol
 }
 
 // finishReading runs when the read loop ends: the connection closes once its requests in flight are answered.
@@ -341,7 +380,7 @@ func (c *call) respond(uc codec.Codec, resp *codec.Message, batch *writeBatch) {
 		d.conn.Close()
 	}
 	d.requestDone(c.lr)
-	d.p.metrics.record(c.peer, c.lr.protocol, resp.Status, "-", time.Since(c.start), c.reqSize, len(resp.Frame))
+	d.p.metrics.record(c.peer, d.protocol(c.lr), resp.Status, "-", time.Since(c.start), c.reqSize, len(resp.Frame))
 	c.release()
 }
 
@@ -357,7 +396,7 @@ func (c *call) fail(kind codec.ErrorKind, flag, detail string) {
 	}
 	c.lr.localReplies[kind].Inc()
 	d.requestDone(c.lr)
-	d.p.metrics.record(c.peer, c.lr.protocol, status, flag, time.Since(c.start), c.reqSize, len(reply))
+	d.p.metrics.record(c.peer, d.protocol(c.lr), status, flag, time.Since(c.start), c.reqSize, len(reply))
 	c.release()
 }
 

@@ -222,7 +222,7 @@ func (s *stream) end(e streamEnd) {
 	}
 	uc.h.active.Add(-1)
 	d.requestDone(s.lr)
-	d.p.metrics.record(s.peer, s.lr.protocol, e.status, e.flag, time.Since(s.start), s.reqSize, respSize)
+	d.p.metrics.record(s.peer, d.protocol(s.lr), e.status, e.flag, time.Since(s.start), s.reqSize, respSize)
 	if uc.h.removed.Load() {
 		uc.closeIfIdle()
 	}

@@ -46,7 +46,7 @@ func TestSniffingListener(t *testing.T) {
 	if _, _, err := c.call(echoService, "Missing", &echopb.EchoRequest{Message: "x"}, callOptions{}); err == nil {
 		t.Error("a call with no route succeeded")
 	}
-	b.proxy.WaitMetric("istio_requests_total", map[string]string{"request_protocol": sniff.Protocol,
+	b.proxy.WaitMetric("istio_requests_total", map[string]string{"request_protocol": brpc.Protocol,
 		"response_flags": "NR"}, "1", func(v float64) bool { return v == 1 })
 
 	// An HTTP request on the same port is no protocol of the listener's: the connection closes unanswered.
