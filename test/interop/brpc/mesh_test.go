@@ -29,7 +29,7 @@ func TestMesh(t *testing.T) {
 	svcAddr := net.JoinHostPort(svcHost, strconv.Itoa(meshtest.FreePort(t, svcHost)))
 
 	dir := t.TempDir()
-	meshtest.WriteAtomically(t, dir, "echo.yaml", echoManifests(t, svcAddr, v1, v2))
+	meshtest.WriteAtomically(t, dir, "echo.yaml", echoManifests(t, svcAddr, "brpc", v1, v2))
 	mesh := meshtest.StartMesh(t, bin, dir, block.Host(4))
 	meshtest.Poll(t, 10*time.Second, "the proxy to listen on "+svcAddr, func() bool {
 		c, err := net.Dial("tcp", svcAddr)
@@ -120,14 +120,14 @@ func TestMesh(t *testing.T) {
 }
 
 // echoManifests is the ServiceEntry, DestinationRule and MetaRouter of the echo service at svcAddr.
-func echoManifests(t *testing.T, svcAddr string, v1, v2 *echoServer) string {
+func echoManifests(t *testing.T, svcAddr, protocol string, v1, v2 *echoServer) string {
 	t.Helper()
 	svcHost, svcPort, err := net.SplitHostPort(svcAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	port, _ := strconv.Atoi(svcPort)
-	svc := meshtest.Service{Name: "echo", Host: echoHost, Addresses: []string{svcHost}, Port: port, Protocol: "brpc",
+	svc := meshtest.Service{Name: "echo", Host: echoHost, Addresses: []string{svcHost}, Port: port, Protocol: protocol,
 		Endpoints: []meshtest.Endpoint{{Addr: v1.Addr, Version: "v1"}, {Addr: v2.Addr, Version: "v2"}}}
 	destination := func(subset string) string {
 		return fmt.Sprintf("    - destination:\n        host: %s\n        subset: %s\n", echoHost, subset)
@@ -150,4 +150,38 @@ func echoManifests(t *testing.T, svcAddr string, v1, v2 *echoServer) string {
 `+destination("v1")+`      weight: 20
 `+destination("v2")+`      weight: 80
 `)
+}
+
+// TestMeshAutoProtocol serves the same service on a port named tcp-metaprotocol-auto: the proxy learns from
+// each connection's first bytes that it speaks bRPC, routes on bRPC's metadata, answers in bRPC, and counts
+// the calls as bRPC.
+func TestMeshAutoProtocol(t *testing.T) {
+	t.Parallel()
+	bin := meshtest.Build(t, t.TempDir())
+	block := meshtest.NewNet()
+	v1, v2 := startEchoServer(t, block.Host(2), "v1"), startEchoServer(t, block.Host(3), "v2")
+	svcHost := block.Host(1)
+	svcAddr := net.JoinHostPort(svcHost, strconv.Itoa(meshtest.FreePort(t, svcHost)))
+	dir := t.TempDir()
+	meshtest.WriteAtomically(t, dir, "echo.yaml", echoManifests(t, svcAddr, "auto", v1, v2))
+	mesh := meshtest.StartMesh(t, bin, dir, block.Host(4))
+	meshtest.Poll(t, 10*time.Second, "the proxy to listen on "+svcAddr, func() bool {
+		c, err := net.Dial("tcp", svcAddr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	c := dialEcho(t, svcAddr)
+	for i := range 5 {
+		if v, err := c.echo(echoService, "Upper", fmt.Sprint("auto-", i)); err != nil || v != "v2" {
+			t.Fatalf("Upper answered by %q (%v), want v2", v, err)
+		}
+	}
+	if _, _, err := c.call(echoService, "Missing", &echopb.EchoRequest{Message: "x"}, callOptions{}); err == nil ||
+		!strings.Contains(err.Error(), "code=1001") {
+		t.Fatalf("a call no route matches: %v; want bRPC error 1001", err)
+	}
+	mesh.WaitMetric(t, 10*time.Second, "istio_requests_total", map[string]string{"request_protocol": "brpc"},
+		"6", func(v float64) bool { return v == 6 })
 }
