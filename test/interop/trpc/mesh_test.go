@@ -53,7 +53,16 @@ func meshManifests(t *testing.T, serviceAddr string, port int, v1, v2 *echoServe
         host: %[1]s
         subset: v2
       weight: 70
-`, echoHost, funcShout, funcSay))
+  - name: chat
+    match:
+      attributes:
+        func:
+          exact: %[4]s
+    route:
+    - destination:
+        host: %[1]s
+        subset: v2
+`, echoHost, funcShout, funcSay, funcChat))
 }
 
 // TestMesh runs unary calls through `meltemi mesh`: routing on func, a request mutation, a weighted split of
@@ -86,6 +95,24 @@ func TestMesh(t *testing.T) {
 	})
 	t.Run("weighted split", func(t *testing.T) {
 		checkSplit(t, splitCalls(t, addr, funcSay, 1000), 1000, 0.3)
+	})
+	t.Run("a stream routed on func", func(t *testing.T) {
+		s, err := newStreamClient().chat(streamCtx(t), addr)
+		if err != nil {
+			t.Fatalf("open the stream: %v", err)
+		}
+		for i := range 5 {
+			rsp, err := exchange(s, fmt.Sprint("chat-", i))
+			if err != nil {
+				t.Fatalf("message %d: %v", i, err)
+			}
+			if rsp.GetVersion() != "v2" {
+				t.Fatalf("message %d answered by %q; want v2", i, rsp.GetVersion())
+			}
+		}
+		if err := closeChat(s); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("no route", func(t *testing.T) {
 		_, err := call(ctx, addr, "/"+echoService+"/Missing", &echopb.EchoRequest{Text: "nowhere"})
