@@ -28,7 +28,11 @@ import (
 	routerv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/filters/router/v1alpha"
 	mppv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/v1alpha"
 	"github.com/meltemi-mesh/meltemi/codec"
+	"github.com/meltemi-mesh/meltemi/codec/brpc"
 	"github.com/meltemi-mesh/meltemi/codec/dubbo"
+	"github.com/meltemi-mesh/meltemi/codec/sniff"
+	"github.com/meltemi-mesh/meltemi/codec/thrift"
+	"github.com/meltemi-mesh/meltemi/codec/trpc"
 	"github.com/meltemi-mesh/meltemi/control/model"
 	"github.com/meltemi-mesh/meltemi/control/source/file"
 	"github.com/meltemi-mesh/meltemi/control/translate"
@@ -53,6 +57,7 @@ var cases = []struct {
 	{"shared-address", "two hosts on one ServiceEntry sharing two addresses"},
 	{"local-ratelimit", "a MetaRouter with a local rate limit only: the filter before the router, the default route"},
 	{"multiple-services", "several services: localities, weights, DNS, a workload selector, a cross-service route"},
+	{"several-protocols", "Thrift, bRPC (port named brpc: not a meta-protocol port), tRPC by port protocol, auto"},
 }
 
 // goldenFiles are the files each case compares, one per resource type.
@@ -62,7 +67,8 @@ func local() translate.Node { return translate.Node{ID: "local", Mode: translate
 
 func codecRegistry(t *testing.T) *codec.Registry {
 	t.Helper()
-	reg, err := codec.NewRegistry(dubbo.Registration())
+	builtins := []codec.Registration{dubbo.Registration(), thrift.Registration(), brpc.Registration(), trpc.Registration()}
+	reg, err := codec.NewRegistry(append(builtins, sniff.Registration(builtins...))...)
 	if err != nil {
 		t.Fatal(err)
 	}
