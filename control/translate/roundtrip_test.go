@@ -20,7 +20,6 @@ import (
 
 	mppv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/v1alpha"
 	"github.com/meltemi-mesh/meltemi/codec"
-	"github.com/meltemi-mesh/meltemi/codec/dubbo"
 	"github.com/meltemi-mesh/meltemi/control/translate"
 	"github.com/meltemi-mesh/meltemi/proxy"
 	"github.com/meltemi-mesh/meltemi/proxy/xds"
@@ -33,8 +32,8 @@ func TestRoundTrip(t *testing.T) {
 	// name up, so a stub that cannot build anything stands in.
 	stub := codec.Registration{Name: "acme.meta_protocol.codec.videopacket", Protocol: "videopacket",
 		New: func(json.RawMessage) (codec.Factory, error) { return nil, errors.New("stub codec") }}
-	reg, err := codec.NewRegistry(dubbo.Registration(), stub)
-	if err != nil {
+	reg := codecRegistry(t)
+	if err := reg.Register(stub); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range cases {
