@@ -35,8 +35,10 @@ type downstream struct {
 	streamsMu sync.Mutex
 	streams   map[uint64]*stream
 
-	// chosen is the codec a choosing codec (a sniffing listener's) picked for the connection, once it has.
-	chosen atomic.Pointer[chosenCodec]
+	// chooser is the connection's codec when it chooses another (a sniffing listener's), else nil; chosen is
+	// what it picked, once it has.
+	chooser codec.Chooser
+	chosen  atomic.Pointer[chosenCodec]
 
 	inflight  atomic.Int64 // requests and streams
 	readDone  atomic.Bool
@@ -45,6 +47,7 @@ type downstream struct {
 
 func (p *Proxy) newDownstream(sock *listenerSocket, conn net.Conn, lr *listenerRuntime) *downstream {
 	d := &downstream{p: p, sock: sock, conn: conn, codec: lr.factory.NewCodec(codec.Downstream), rd: newFrameReader(conn)}
+	d.chooser, _ = d.codec.(codec.Chooser)
 	d.w.conn = conn
 	d.listener()
 	return d
@@ -270,14 +273,13 @@ type chosenCodec struct {
 // choice returns the codec the connection's codec chose, or nil when it is not a choosing codec or has not
 // chosen yet.
 func (d *downstream) choice() *chosenCodec {
+	if d.chooser == nil {
+		return nil
+	}
 	if cc := d.chosen.Load(); cc != nil {
 		return cc
 	}
-	ch, ok := d.codec.(codec.Chooser)
-	if !ok {
-		return nil
-	}
-	name, f, ok := ch.Chosen()
+	name, f, ok := d.chooser.Chosen()
 	if !ok {
 		return nil
 	}

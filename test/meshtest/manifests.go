@@ -3,6 +3,7 @@ package meshtest
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -52,7 +53,7 @@ func (s Service) YAML(t testing.TB) string {
 		}
 		fmt.Fprintf(&b, "  - address: %s\n    ports:\n      %s: %s\n    labels:\n      app: %s\n      version: %s\n",
 			host, portName, port, app, e.Version)
-		if !contains(versions, e.Version) {
+		if !slices.Contains(versions, e.Version) {
 			versions = append(versions, e.Version)
 		}
 	}
@@ -69,13 +70,4 @@ func (s Service) YAML(t testing.TB) string {
 func (s Service) Router(routes string) string {
 	return fmt.Sprintf("apiVersion: metaprotocol.aeraki.io/v1alpha1\nkind: MetaRouter\nmetadata:\n  name: %s\nspec:\n  hosts:\n  - %s\n  routes:\n%s",
 		s.Name, s.Host, routes)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
