@@ -93,6 +93,85 @@ type Route struct {
 	RequestMutation []codec.KeyValue `json:"requestMutation,omitempty"`
 	// ResponseMutation edits the response's metadata before it is sent back downstream.
 	ResponseMutation []codec.KeyValue `json:"responseMutation,omitempty"`
+	// Timeout bounds a request from its arrival to its reply, every retry included; 0 means no limit. A
+	// request that runs out is answered with the protocol's timeout error (response flag UT). (Envoy's
+	// default of 15 s for a route without one is applied by the xDS translation, not here.)
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// Retry says which failed requests are tried again, and how often; nil means none.
+	Retry *RetryPolicy `json:"retry,omitempty"`
+	// Mirrors receive a copy of a share of the route's requests; their replies are dropped.
+	Mirrors []Mirror `json:"mirrors,omitempty"`
+	// Fault injects delays and aborts into a share of the route's requests.
+	Fault *Fault `json:"fault,omitempty"`
+	// ConcurrencyLimit caps the route's requests in flight.
+	ConcurrencyLimit *ConcurrencyLimit `json:"concurrencyLimit,omitempty"`
+}
+
+// RetryOn is a condition under which a failed try is retried.
+type RetryOn string
+
+// Retry conditions. Only ConnectFailure is safe for any request, since the request never left the proxy;
+// the others may repeat a request the server has already acted on, so a route should ask for them only for
+// idempotent methods. Oneway requests are never retried.
+const (
+	// RetryConnectFailure retries a request whose upstream connection could not be established.
+	RetryConnectFailure RetryOn = "connect-failure"
+	// RetryReset retries a request whose upstream connection closed or failed before the reply came.
+	RetryReset RetryOn = "reset"
+	// RetryTimeout retries a try that ran out of its per-try timeout.
+	RetryTimeout RetryOn = "timeout"
+	// RetryRetriableStatusCodes retries a reply whose status is one of RetryPolicy.RetriableStatusCodes.
+	RetryRetriableStatusCodes RetryOn = "retriable-status-codes"
+	// RetryFailed retries any reply the codec marks as failed (a non-OK status, an exception).
+	RetryFailed RetryOn = "failed"
+)
+
+// RetryPolicy is how a route retries, in Envoy's terms.
+type RetryPolicy struct {
+	// RetryOn lists the conditions retried.
+	RetryOn []RetryOn `json:"retryOn"`
+	// NumRetries is how many retries a request may take, after its first try.
+	NumRetries uint32 `json:"numRetries"`
+	// PerTryTimeout bounds each try; 0 means each try may take what is left of the route's Timeout.
+	PerTryTimeout time.Duration `json:"perTryTimeout,omitempty"`
+	// RetriableStatusCodes are the protocol statuses (Dubbo 80, bRPC 2001, ...) that retriable-status-codes
+	// retries.
+	RetriableStatusCodes []int32 `json:"retriableStatusCodes,omitempty"`
+	// BackOffBase and BackOffMax shape the jittered exponential wait between tries (Envoy: 25 ms and 10 times
+	// the base when zero).
+	BackOffBase time.Duration `json:"backOffBase,omitempty"`
+	BackOffMax  time.Duration `json:"backOffMax,omitempty"`
+}
+
+// Mirror sends a copy of a share of requests to another cluster, fire and forget.
+type Mirror struct {
+	// Cluster receives the copies.
+	Cluster string `json:"cluster"`
+	// PerMillion is the share of requests mirrored, in millionths (1000000: all).
+	PerMillion uint32 `json:"perMillion"`
+}
+
+// Fault injects failures into a route's requests, to test how clients cope.
+type Fault struct {
+	// Delay holds a share of requests this long before they go on.
+	Delay time.Duration `json:"delay,omitempty"`
+	// DelayPerMillion is the share of requests delayed, in millionths.
+	DelayPerMillion uint32 `json:"delayPerMillion,omitempty"`
+	// Abort is the error a share of requests is answered with instead of being sent upstream (its
+	// codec.ErrorKind name: "no_healthy_upstream", "over_limit", "timeout", "unauthorized", ...).
+	Abort string `json:"abort,omitempty"`
+	// AbortPerMillion is the share of requests aborted, in millionths.
+	AbortPerMillion uint32 `json:"abortPerMillion,omitempty"`
+}
+
+// ConcurrencyLimit caps requests in flight; a request over the cap is answered with the protocol's over-limit
+// error (response flag UO).
+type ConcurrencyLimit struct {
+	// MaxRequests is the cap.
+	MaxRequests uint32 `json:"maxRequests"`
+	// PerKey, when set, applies the cap to each value of this metadata key separately (per method, say), rather
+	// than to the route as a whole.
+	PerKey string `json:"perKey,omitempty"`
 }
 
 // WeightedCluster is one branch of a weighted split.
@@ -129,6 +208,10 @@ const (
 	RoundRobin   LBPolicy = "ROUND_ROBIN"
 	Random       LBPolicy = "RANDOM"
 	LeastRequest LBPolicy = "LEAST_REQUEST"
+	// RingHash and Maglev hash the metadata keys of the route's HashPolicy, so that equal keys go to the same
+	// endpoint; a request without them is balanced at random.
+	RingHash LBPolicy = "RING_HASH"
+	Maglev   LBPolicy = "MAGLEV"
 )
 
 // Cluster is a set of upstream endpoints.
@@ -150,6 +233,61 @@ type Cluster struct {
 	Subset map[string]string `json:"subset,omitempty"`
 	// Endpoints are the upstream addresses.
 	Endpoints []Endpoint `json:"endpoints"`
+	// MinRingSize and MaxRingSize bound the ring of RING_HASH (Envoy's defaults, 1024 and 8M entries, when
+	// zero).
+	MinRingSize uint64 `json:"minRingSize,omitempty"`
+	MaxRingSize uint64 `json:"maxRingSize,omitempty"`
+	// MaglevTableSize is the size of MAGLEV's table, a prime (65537 when zero).
+	MaglevTableSize uint64 `json:"maglevTableSize,omitempty"`
+	// CircuitBreaker caps what the cluster may have outstanding; zero values mean no cap.
+	CircuitBreaker CircuitBreaker `json:"circuitBreaker,omitzero"`
+	// MaxRequestsPerConnection retires an upstream connection after this many requests (0: never).
+	MaxRequestsPerConnection uint32 `json:"maxRequestsPerConnection,omitempty"`
+	// Outlier ejects endpoints that keep failing; nil means no outlier detection.
+	Outlier *OutlierDetection `json:"outlier,omitempty"`
+}
+
+// CircuitBreaker is a cluster's limits, as Envoy's circuit breaker thresholds of the default priority. A request
+// over a limit is answered with the protocol's over-limit error (response flag UO). Zero means no limit.
+type CircuitBreaker struct {
+	// MaxConnections caps the upstream connections of the cluster's endpoints together.
+	MaxConnections uint32 `json:"maxConnections,omitempty"`
+	// MaxPendingRequests caps the requests waiting for a connection to be established.
+	MaxPendingRequests uint32 `json:"maxPendingRequests,omitempty"`
+	// MaxRequests caps the requests in flight.
+	MaxRequests uint32 `json:"maxRequests,omitempty"`
+	// MaxRetries caps the retries in flight.
+	MaxRetries uint32 `json:"maxRetries,omitempty"`
+	// RetryBudgetPercent, when set, caps retries in flight to this share of the requests in flight, but lets
+	// RetryBudgetMinConcurrency retries through whatever the share (Envoy's retry budget; its default
+	// minimum is 3). A budget replaces MaxRetries.
+	RetryBudgetPercent        float64 `json:"retryBudgetPercent,omitempty"`
+	RetryBudgetMinConcurrency uint32  `json:"retryBudgetMinConcurrency,omitempty"`
+}
+
+// OutlierDetection ejects an endpoint from its cluster's load balancing after consecutive failures, for
+// BaseEjectionTime times the number of times it has been ejected (up to MaxEjectionTime), as Envoy does.
+// Failures are replies the codec marks failed (Dubbo status, Thrift exception, bRPC error code, ...) and the
+// proxy's own failures to reach the endpoint (connect failure, reset, timeout).
+type OutlierDetection struct {
+	// Consecutive5xx ejects after this many consecutive failures of either kind (0: never; Envoy's "5xx").
+	Consecutive5xx uint32 `json:"consecutive5xx,omitempty"`
+	// ConsecutiveGatewayFailure ejects after this many consecutive failures to reach the endpoint (connect
+	// failure, reset, timeout), whatever the replies in between (0: never; Istio's consecutiveGatewayErrors).
+	ConsecutiveGatewayFailure uint32 `json:"consecutiveGatewayFailure,omitempty"`
+	// SplitLocalOrigin counts the proxy's own failures (connect failure, reset, timeout) apart, against
+	// ConsecutiveLocalOriginFailure, and only replies against Consecutive5xx.
+	SplitLocalOrigin              bool   `json:"splitLocalOrigin,omitempty"`
+	ConsecutiveLocalOriginFailure uint32 `json:"consecutiveLocalOriginFailure,omitempty"`
+	// Interval is how often ejections are reconsidered (10 s when zero).
+	Interval time.Duration `json:"interval,omitempty"`
+	// BaseEjectionTime is the first ejection's length (30 s when zero).
+	BaseEjectionTime time.Duration `json:"baseEjectionTime,omitempty"`
+	// MaxEjectionTime caps an ejection's length (300 s when zero).
+	MaxEjectionTime time.Duration `json:"maxEjectionTime,omitempty"`
+	// MaxEjectionPercent caps the share of the cluster's endpoints ejected at once; at least one endpoint may
+	// always be ejected (10 when zero, as in Envoy).
+	MaxEjectionPercent uint32 `json:"maxEjectionPercent,omitempty"`
 }
 
 // Service identifies a cluster's service for metrics.
@@ -167,4 +305,10 @@ type Endpoint struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Weight biases weighted load balancing (1 when zero).
 	Weight uint32 `json:"weight,omitempty"`
+	// Locality is the endpoint's region/zone/subzone, as Istio writes it; empty when unknown.
+	Locality string `json:"locality,omitempty"`
+	// Priority orders endpoints for failover: requests go to priority 0 while enough of it is healthy, and
+	// spill over to the next priorities as its endpoints are ejected (Envoy's priority levels, with its
+	// overprovisioning factor of 1.4). Controllers set it per proxy from localities.
+	Priority uint32 `json:"priority,omitempty"`
 }

@@ -8,6 +8,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,6 +91,7 @@ func (p *Proxy) Update(cfg *Config) error {
 		p.metrics.configUpdates.WithLabelValues("rejected").Inc()
 		return fmt.Errorf("config %s rejected: %w", cfg.Version, err)
 	}
+	prev := p.snap.Load()
 
 	// Bind what is new before anything changes, so a port in use rejects the whole config.
 	bound := map[string]*listenerSocket{}
@@ -102,6 +104,7 @@ func (p *Proxy) Update(cfg *Config) error {
 			for _, b := range bound {
 				b.ln.Close()
 			}
+			closeFilters(s, prev)
 			p.metrics.configUpdates.WithLabelValues("rejected").Inc()
 			return fmt.Errorf("config %s rejected: listener %q: %w", cfg.Version, name, err)
 		}
@@ -109,6 +112,7 @@ func (p *Proxy) Update(cfg *Config) error {
 	}
 
 	p.snap.Store(s)
+	closeFilters(prev, s)
 	for name, sock := range p.sockets {
 		if _, keep := s.listeners[name]; !keep || bound[name] != nil {
 			delete(p.sockets, name)
@@ -144,6 +148,27 @@ func (p *Proxy) drainHosts(cur *snapshot) {
 		h.drain()
 	}
 }
+
+// DialCluster connects to an endpoint of a cluster of the config being served, for filters that call
+// services of the mesh (filter.Host).
+func (p *Proxy) DialCluster(ctx context.Context, name string) (net.Conn, error) {
+	c := p.snap.Load().clusters[name]
+	if c == nil {
+		return nil, fmt.Errorf("cluster %q not found", name)
+	}
+	ep := c.pick()
+	if ep == nil {
+		return nil, fmt.Errorf("cluster %q has no endpoint", name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
+	defer cancel()
+	return (&net.Dialer{}).DialContext(ctx, "tcp", ep.address)
+}
+
+// Logger is where the proxy and its filters log (filter.Host).
+func (p *Proxy) Logger() *slog.Logger { return p.log }
+
+var _ filter.Host = (*Proxy)(nil)
 
 // ListenerAddr returns the bound address of the named listener (useful with port 0), or nil.
 func (p *Proxy) ListenerAddr(name string) net.Addr {
@@ -196,6 +221,7 @@ func (p *Proxy) Close() error {
 	for _, s := range sockets {
 		s.closeAll()
 	}
+	closeFilters(p.snap.Load(), nil)
 	p.hostsMu.Lock()
 	hosts := p.hosts
 	p.hosts = map[hostKey]*host{}

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"regexp"
@@ -285,6 +286,12 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 		if err != nil {
 			return nil, fmt.Errorf("filters[%d] %q: config: %w", i, fc.Name, err)
 		}
+		if pv, ok := f.(filter.Provisioner); ok {
+			if err := pv.Provision(p); err != nil {
+				closeFilter(f)
+				return nil, fmt.Errorf("filters[%d] %q: %w", i, fc.Name, err)
+			}
+		}
 		lr.filters = append(lr.filters, f)
 	}
 	lr.filterConfigs = l.Filters
@@ -439,4 +446,34 @@ func (s *snapshot) addresses() map[string]bool {
 		}
 	}
 	return out
+}
+
+// filterSet returns every filter instance the snapshot's listeners run.
+func (s *snapshot) filterSet() map[filter.Filter]bool {
+	out := map[filter.Filter]bool{}
+	for _, lr := range s.listeners {
+		for _, f := range lr.filters {
+			out[f] = true
+		}
+	}
+	return out
+}
+
+// closeFilters closes the filters of old that cur does not run (all of them when cur is nil).
+func closeFilters(old, cur *snapshot) {
+	var keep map[filter.Filter]bool
+	if cur != nil {
+		keep = cur.filterSet()
+	}
+	for f := range old.filterSet() {
+		if !keep[f] {
+			closeFilter(f)
+		}
+	}
+}
+
+func closeFilter(f filter.Filter) {
+	if c, ok := f.(io.Closer); ok {
+		c.Close()
+	}
 }

@@ -4,8 +4,11 @@
 package filter
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net"
 	"slices"
 	"sync"
 
@@ -48,6 +51,25 @@ type Exchange interface {
 	// Resume continues the chain after a filter returned Stop.
 	Resume()
 }
+
+// Provisioner is a Filter that needs the proxy's services beyond its config (a rate-limit filter that calls
+// a service of the mesh, say). The proxy calls Provision once, after New and before the first request.
+type Provisioner interface {
+	Filter
+	Provision(h Host) error
+}
+
+// Host is what the proxy offers the filters it builds.
+type Host interface {
+	// DialCluster connects to an endpoint of the named cluster of the config being served, picked by the
+	// cluster's load balancer, within the cluster's connect timeout.
+	DialCluster(ctx context.Context, cluster string) (net.Conn, error)
+	// Logger is where filters log.
+	Logger() *slog.Logger
+}
+
+// A filter that is also an io.Closer is closed once no config being served uses it: after an update that
+// rebuilt it or dropped it, and when the proxy closes.
 
 // Registration describes a filter to the proxy.
 type Registration struct {
