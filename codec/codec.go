@@ -109,6 +109,16 @@ func (k ErrorKind) String() string {
 	return "ErrorKind(" + strconv.Itoa(int(k)) + ")"
 }
 
+// ParseErrorKind returns the kind a name (as String writes it) stands for.
+func ParseErrorKind(name string) (ErrorKind, bool) {
+	for k, n := range errorKindNames {
+		if n == name {
+			return ErrorKind(k), true
+		}
+	}
+	return 0, false
+}
+
 // ResponseFlag is Envoy's short response flag for a local reply of this kind, as Istio's response_flags label
 // shows it.
 func (k ErrorKind) ResponseFlag() string {

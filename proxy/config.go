@@ -245,6 +245,10 @@ type Cluster struct {
 	MaxRequestsPerConnection uint32 `json:"maxRequestsPerConnection,omitempty"`
 	// Outlier ejects endpoints that keep failing; nil means no outlier detection.
 	Outlier *OutlierDetection `json:"outlier,omitempty"`
+	// PanicThreshold is the share of a priority's endpoints, in percent, below which too few are left to take
+	// its load: the priority then balances over all of its endpoints, ejected or not (Envoy's
+	// healthy_panic_threshold; the xDS translation applies Envoy's default of 50). 0 disables panic.
+	PanicThreshold float64 `json:"panicThreshold,omitempty"`
 }
 
 // CircuitBreaker is a cluster's limits, as Envoy's circuit breaker thresholds of the default priority. A request

@@ -203,6 +203,13 @@ func (w *connWriter) fail(err error) {
 	w.mu.Unlock()
 }
 
+// backlog returns how many bytes wait to be written.
+func (w *connWriter) backlog() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
+}
+
 // writeTo is write when b is nil; otherwise it queues a copy of frame for b's flush.
 func (w *connWriter) writeTo(frame []byte, b *writeBatch) error {
 	if b == nil {

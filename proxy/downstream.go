@@ -179,19 +179,43 @@ func (d *downstream) forward(lr *listenerRuntime, msg *codec.Message, start time
 // Writes go to batch when it is not nil.
 func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.Time, buf *[]byte,
 	batch *writeBatch) {
-	size := len(msg.Frame)
-	cc := d.choice() // before any reply, so that metrics show the protocol chosen
+	d.choice() // before any reply, so that metrics show the protocol chosen
 	r := lr.match(&msg.Metadata)
 	if r == nil {
-		d.localReply(lr, msg, codec.RouteNotFound, "NR", "no route matched", start, size, buf, batch)
+		d.localReply(lr, msg, codec.RouteNotFound, "NR", "no route matched", start, len(msg.Frame), buf, batch)
 		return
 	}
+	if f := r.fault; f != nil && msg.Type != codec.StreamInit {
+		abort := hit(f.abortPerMillion)
+		if hit(f.delayPerMillion) {
+			d.delay(lr, r, msg, start, abort)
+			return
+		}
+		if abort {
+			r.faultAborts.Inc()
+			d.localReply(lr, msg, f.abort, "FI", "fault injected", start, len(msg.Frame), buf, batch)
+			return
+		}
+	}
+	d.dispatch(lr, r, msg, start, "-", buf, batch)
+}
+
+// dispatch sends a routed request to an endpoint of its route's cluster, within the limits of the route and
+// the cluster. flags is the response flag a reply that goes through is recorded with.
+func (d *downstream) dispatch(lr *listenerRuntime, r *route, msg *codec.Message, start time.Time, flags string,
+	buf *[]byte, batch *writeBatch) {
+	size := len(msg.Frame)
 	c, name := r.target()
 	if c == nil {
 		d.localReply(lr, msg, codec.ClusterNotFound, "NC", "cluster "+name+" not found", start, size, buf, batch)
 		return
 	}
-	ep := c.pick()
+	var hash uint64
+	var hashed bool
+	if (c.lb == RingHash || c.lb == Maglev) && len(r.hashKeys) > 0 {
+		hash, hashed = requestHash(&msg.Metadata, r.hashKeys)
+	}
+	ep := c.pick(hash, hashed)
 	if ep == nil {
 		d.localReplyPeer(lr, msg, codec.NoHealthyUpstream, "UH", "no endpoint in cluster "+name, start, size,
 			c.noEndpoint, buf, batch)
@@ -212,27 +236,54 @@ func (d *downstream) route(lr *listenerRuntime, msg *codec.Message, start time.T
 		*buf = frame
 		size = len(frame)
 	}
-	name, factory := lr.codecName, lr.factory
-	if cc != nil {
+	codecName, factory := lr.codecName, lr.factory
+	if cc := d.chosen.Load(); cc != nil {
 		// A sniffing listener's connection: upstream connections speak the protocol it chose.
-		name, factory = cc.name, cc.factory
+		codecName, factory = cc.name, cc.factory
 	}
-	h := d.p.hostFor(ep, lr, c, name, factory)
-	if msg.Type == codec.StreamInit {
-		d.openStream(h, lr, ep, msg, start, size, buf, batch)
+	h := d.p.hostFor(ep, lr, c, codecName, factory)
+	switch msg.Type {
+	case codec.StreamInit:
+		d.openStream(h, lr, c, ep, msg, start, size, buf, batch)
 		return
-	}
-	if msg.Type == codec.Oneway {
-		if err := h.sendOneway(msg.Frame, batch); err != nil {
+	case codec.Oneway:
+		if err := h.sendOneway(c, msg.Frame, batch); err != nil {
 			d.p.log.Debug("oneway request dropped", "upstream", ep.address, "error", err)
 		}
-		d.p.metrics.record(ep.peer, d.protocol(lr), -1, "-", time.Since(start), size, -1)
+		d.mirror(lr, r, msg, codecName, factory, batch)
+		d.p.metrics.record(ep.peer, d.protocol(lr), -1, flags, time.Since(start), size, -1)
 		return
 	}
-	call := newCall(d, lr, r, ep.peer, msg, start, size)
+	var counter *atomic.Int64
+	if r.conc != nil {
+		var ok bool
+		if counter, ok = r.conc.acquire(&msg.Metadata); !ok {
+			d.localReplyPeer(lr, msg, codec.OverLimit, "UO", "route "+r.name+" has its maximum of requests in flight",
+				start, size, ep.peer, buf, batch)
+			return
+		}
+	}
+	if n := c.state.requests.Add(1); c.cb.MaxRequests > 0 && n > int64(c.cb.MaxRequests) ||
+		c.cb.MaxPendingRequests > 0 && !h.connected() && c.state.pending.Load() >= int64(c.cb.MaxPendingRequests) {
+		c.state.requests.Add(-1)
+		if counter != nil {
+			counter.Add(-1)
+		}
+		limit, detail := overflowRequests, "maximum of requests in flight"
+		if n <= int64(c.cb.MaxRequests) || c.cb.MaxRequests == 0 {
+			limit, detail = overflowPending, "maximum of requests waiting for a connection"
+		}
+		c.state.overflow[limit].Inc()
+		d.localReplyPeer(lr, msg, codec.OverLimit, "UO", "cluster "+name+" has its "+detail, start, size,
+			ep.peer, buf, batch)
+		return
+	}
+	call := newCall(d, lr, r, c, ep, msg, start, size)
+	call.counted, call.conc, call.flags, call.hash, call.hashed = true, counter, flags, hash, hashed
 	d.inflight.Add(1)
 	lr.active.Inc()
-	h.send(call, d.codec, msg, batch)
+	call.send(h, d.codec, msg, batch)
+	d.mirror(lr, r, msg, codecName, factory, batch)
 }
 
 // localReply answers a request from the proxy itself.
@@ -325,83 +376,6 @@ func (d *downstream) close() {
 	})
 }
 
-// call is a request in flight upstream. What the reply path needs from the request is copied into it, since
-// the request's frame is reused as soon as it has been forwarded.
-type call struct {
-	d       *downstream
-	lr      *listenerRuntime
-	r       *route
-	peer    *peerLabels
-	req     codec.Message // Type, ID, Private and eager metadata of the request; no frame
-	start   time.Time
-	reqSize int
-	buf     []byte // scratch for a re-encoded or local reply
-}
-
-var callPool = sync.Pool{New: func() any { return new(call) }}
-
-func newCall(d *downstream, lr *listenerRuntime, r *route, peer *peerLabels, msg *codec.Message,
-	start time.Time, size int) *call {
-	c := callPool.Get().(*call)
-	c.d, c.lr, c.r, c.peer, c.start, c.reqSize = d, lr, r, peer, start, size
-	c.req.Reset()
-	c.req.Type, c.req.ID, c.req.Status, c.req.Private = msg.Type, msg.ID, msg.Status, msg.Private
-	msg.Metadata.CopyDecoded(&c.req.Metadata)
-	return c
-}
-
-func (c *call) release() {
-	c.d, c.lr, c.r, c.peer = nil, nil, nil, nil
-	c.req.Reset()
-	if cap(c.buf) > 64<<10 {
-		c.buf = nil
-	}
-	callPool.Put(c)
-}
-
-// respond sends an upstream's reply downstream. resp was decoded by the upstream's codec uc. The write goes to
-// batch when it is not nil.
-func (c *call) respond(uc codec.Codec, resp *codec.Message, batch *writeBatch) {
-	d := c.d
-	uc.SetID(resp, c.req.ID)
-	if c.r.resMutation != nil {
-		frame, err := uc.Encode(c.buf[:0], resp, c.r.resMutation)
-		if err == nil {
-			c.buf = frame
-		} else {
-			d.p.log.Debug("response mutation failed", "error", err)
-		}
-	}
-	if len(c.lr.respFilters) > 0 {
-		ex := &exchange{d: d, lr: c.lr, msg: &c.req, start: c.start}
-		for _, f := range c.lr.respFilters {
-			f.OnResponse(ex, resp)
-		}
-	}
-	if err := d.w.writeTo(resp.Frame, batch); err != nil {
-		d.conn.Close()
-	}
-	d.requestDone(c.lr)
-	d.p.metrics.record(c.peer, d.protocol(c.lr), resp.Status, "-", time.Since(c.start), c.reqSize, len(resp.Frame))
-	c.release()
-}
-
-// fail answers the request locally because its upstream could not.
-func (c *call) fail(kind codec.ErrorKind, flag, detail string) {
-	d := c.d
-	reply, status := d.codec.ErrorReply(c.buf[:0], &c.req, kind, "meltemi: "+detail)
-	c.buf = reply
-	if len(reply) > 0 {
-		if err := d.w.write(reply); err != nil {
-			d.conn.Close()
-		}
-	}
-	c.lr.localReplies[kind].Inc()
-	d.requestDone(c.lr)
-	d.p.metrics.record(c.peer, d.protocol(c.lr), status, flag, time.Since(c.start), c.reqSize, len(reply))
-	c.release()
-}
-
 // exchange carries a request through the filter chain.
 type exchange struct {
 	d       *downstream
@@ -460,11 +434,16 @@ func (ex *exchange) run(i int) {
 
 // detach copies the request out of the connection's buffers, all metadata decoded.
 func (ex *exchange) detach() {
+	ex.msg, ex.buf, ex.batch = copyMessage(ex.msg), &ex.own, nil
+}
+
+// copyMessage copies a request out of the connection's buffers, all metadata decoded, for handling after the
+// read loop has moved on.
+func copyMessage(msg *codec.Message) *codec.Message {
 	m := new(codec.Message)
-	ex.msg.Metadata.Len()
-	ex.msg.Metadata.CopyDecoded(&m.Metadata)
-	m.Type, m.ID, m.Status, m.Failed, m.Private = ex.msg.Type, ex.msg.ID, ex.msg.Status, ex.msg.Failed,
-		ex.msg.Private
-	m.Frame = append([]byte(nil), ex.msg.Frame...)
-	ex.msg, ex.buf, ex.batch = m, &ex.own, nil
+	msg.Metadata.Len()
+	msg.Metadata.CopyDecoded(&m.Metadata)
+	m.Type, m.ID, m.Status, m.Failed, m.Private = msg.Type, msg.ID, msg.Status, msg.Failed, msg.Private
+	m.Frame = append([]byte(nil), msg.Frame...)
+	return m
 }

@@ -44,6 +44,7 @@ type Proxy struct {
 	metrics *metrics
 	snap    atomic.Pointer[snapshot]
 	ready   atomic.Bool
+	down    atomic.Bool // closed: retries waiting for their turn give up
 
 	mu      sync.Mutex // serialises Update and Close
 	sockets map[string]*listenerSocket
@@ -113,6 +114,14 @@ func (p *Proxy) Update(cfg *Config) error {
 
 	p.snap.Store(s)
 	closeFilters(prev, s)
+	for _, c := range s.clusters {
+		c.state.serve(c)
+	}
+	for name, c := range prev.clusters {
+		if s.clusters[name] == nil {
+			c.state.retire()
+		}
+	}
 	for name, sock := range p.sockets {
 		if _, keep := s.listeners[name]; !keep || bound[name] != nil {
 			delete(p.sockets, name)
@@ -156,7 +165,7 @@ func (p *Proxy) DialCluster(ctx context.Context, name string) (net.Conn, error) 
 	if c == nil {
 		return nil, fmt.Errorf("cluster %q not found", name)
 	}
-	ep := c.pick()
+	ep := c.pick(0, false)
 	if ep == nil {
 		return nil, fmt.Errorf("cluster %q has no endpoint", name)
 	}
@@ -215,6 +224,7 @@ func (p *Proxy) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.down.Store(true)
 	sockets := p.sockets
 	p.sockets = map[string]*listenerSocket{}
 	p.mu.Unlock()
@@ -222,6 +232,9 @@ func (p *Proxy) Close() error {
 		s.closeAll()
 	}
 	closeFilters(p.snap.Load(), nil)
+	for _, c := range p.snap.Load().clusters {
+		c.state.retire()
+	}
 	p.hostsMu.Lock()
 	hosts := p.hosts
 	p.hosts = map[hostKey]*host{}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func TestRouteMatch(t *testing.T) {
 	}
 	lr := &listenerRuntime{}
 	for i := range routes {
-		r, err := buildRoute(&routes[i], clusters)
+		r, err := buildRoute(&routes[i], clusters, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +75,7 @@ func TestBuildRouteErrors(t *testing.T) {
 		{Route{WeightedClusters: []WeightedCluster{{Name: "a"}}}, "weightedClusters: weights add up to zero"},
 	}
 	for _, tt := range tests {
-		_, err := buildRoute(&tt.route, nil)
+		_, err := buildRoute(&tt.route, nil, nil)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("buildRoute(%+v) = %v, want error containing %q", tt.route, err, tt.want)
 		}
@@ -84,7 +85,7 @@ func TestBuildRouteErrors(t *testing.T) {
 func TestWeightedTarget(t *testing.T) {
 	clusters := map[string]*cluster{"v1": {name: "v1"}, "v2": {name: "v2"}}
 	r, err := buildRoute(&Route{WeightedClusters: []WeightedCluster{{Name: "v1", Weight: 20}, {Name: "v2", Weight: 80},
-		{Name: "never", Weight: 0}}}, clusters)
+		{Name: "never", Weight: 0}}}, clusters, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,7 @@ func TestClusterPick(t *testing.T) {
 		for i, w := range weights {
 			cc.Endpoints = append(cc.Endpoints, Endpoint{Address: "127.0.0.1:" + string(rune('1'+i)) + "000", Weight: w})
 		}
-		c, err := buildCluster(&Node{}, cc)
+		c, err := testProxy(t).buildCluster(&Node{}, cc, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +120,7 @@ func TestClusterPick(t *testing.T) {
 	t.Run("round robin cycles", func(t *testing.T) {
 		c := mk(RoundRobin, 1, 1, 1)
 		for i := range 9 {
-			if got, want := c.pick(), c.endpoints[i%3]; got != want {
+			if got, want := c.pick(0, false), c.endpoints[i%3]; got != want {
 				t.Fatalf("pick %d = %s, want %s", i, got.address, want.address)
 			}
 		}
@@ -129,7 +130,7 @@ func TestClusterPick(t *testing.T) {
 			c := mk(lb, 1, 9)
 			hits := map[string]int{}
 			for range 10000 {
-				hits[c.pick().address]++
+				hits[c.pick(0, false).address]++
 			}
 			if hits[c.endpoints[1].address] < 8000 {
 				t.Errorf("%s: weight 9 of 10 got %d of 10000", lb, hits[c.endpoints[1].address])
@@ -137,10 +138,10 @@ func TestClusterPick(t *testing.T) {
 		}
 	})
 	t.Run("subset keeps labelled endpoints", func(t *testing.T) {
-		c, err := buildCluster(&Node{}, &Cluster{Name: "c", Subset: map[string]string{"version": "v2"}, Endpoints: []Endpoint{
+		c, err := testProxy(t).buildCluster(&Node{}, &Cluster{Name: "c", Subset: map[string]string{"version": "v2"}, Endpoints: []Endpoint{
 			{Address: "127.0.0.1:1", Labels: map[string]string{"version": "v1"}},
 			{Address: "127.0.0.1:2", Labels: map[string]string{"version": "v2", "app": "x"}},
-		}})
+		}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,8 +150,23 @@ func TestClusterPick(t *testing.T) {
 		}
 	})
 	t.Run("empty cluster", func(t *testing.T) {
-		if e := mk(RoundRobin).pick(); e != nil {
+		if e := mk(RoundRobin).pick(0, false); e != nil {
 			t.Fatalf("pick on empty cluster = %v", e)
 		}
 	})
+}
+
+// testProxy is a proxy with no codecs and no config, for building clusters.
+func testProxy(t testing.TB) *Proxy {
+	t.Helper()
+	codecs, err := codec.NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Options{Codecs: codecs, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }

@@ -59,6 +59,13 @@ type route struct {
 	hashKeys    []string
 	reqMutation *codec.Mutation
 	resMutation *codec.Mutation
+	timeout     time.Duration
+	retry       *retryPolicy
+	mirrors     []mirror
+	fault       *fault
+	conc        *concurrencyLimit
+
+	faultDelays, faultAborts prometheus.Counter
 }
 
 type weightedTarget struct {
@@ -125,84 +132,13 @@ func (r *route) target() (c *cluster, name string) {
 	return last.cluster, last.name
 }
 
-type cluster struct {
-	name             string
-	service          Service
-	lb               LBPolicy
-	connectTimeout   time.Duration
-	idleTimeout      time.Duration
-	connsPerEndpoint int
-	endpoints        []*endpointRef
-	uniformWeights   bool
-	totalWeight      uint32
-	rr               atomic.Uint32
-	// noEndpoint labels requests to this cluster that found no endpoint.
-	noEndpoint *peerLabels
-}
-
-// endpointRef is a cluster's view of an endpoint: its labels for metrics, and the shared host that holds the
-// connections to it.
-type endpointRef struct {
-	address string
-	weight  uint32
-	upTo    uint32
-	peer    *peerLabels
-	host    atomic.Pointer[host] // the host last used, for the codec it was used with
-}
-
-// pick chooses an endpoint by the cluster's policy, or nil if it has none.
-func (c *cluster) pick() *endpointRef {
-	n := len(c.endpoints)
-	switch {
-	case n == 0:
-		return nil
-	case n == 1:
-		return c.endpoints[0]
-	}
-	switch c.lb {
-	case Random:
-		return c.weightedRandom()
-	case LeastRequest:
-		// Power of two choices, as Envoy does: two random endpoints, the one with fewer requests in flight.
-		a, b := c.weightedRandom(), c.weightedRandom()
-		if load(b) < load(a) {
-			return b
-		}
-		return a
-	default:
-		if !c.uniformWeights {
-			return c.weightedRandom()
-		}
-		return c.endpoints[int(c.rr.Add(1)-1)%n]
-	}
-}
-
-func load(e *endpointRef) int64 {
-	if h := e.host.Load(); h != nil {
-		return h.active.Load()
-	}
-	return 0
-}
-
-func (c *cluster) weightedRandom() *endpointRef {
-	if c.uniformWeights {
-		return c.endpoints[rand.IntN(len(c.endpoints))]
-	}
-	n := rand.Uint32N(c.totalWeight)
-	for _, e := range c.endpoints {
-		if n < e.upTo {
-			return e
-		}
-	}
-	return c.endpoints[len(c.endpoints)-1]
-}
-
 // build compiles cfg. Errors name the object and field at fault.
 func (p *Proxy) build(cfg *Config) (*snapshot, error) {
 	s := &snapshot{cfg: cfg, listeners: map[string]*listenerRuntime{}, clusters: map[string]*cluster{}}
 	var errs []error
+	prev := p.snap.Load()
 	for i := range cfg.Clusters {
-		c, err := buildCluster(&cfg.Node, &cfg.Clusters[i])
+		c, err := p.buildCluster(&cfg.Node, &cfg.Clusters[i], prev.clusters[cfg.Clusters[i].Name])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("clusters[%d] %q: %w", i, cfg.Clusters[i].Name, err))
 			continue
@@ -300,8 +236,12 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 			lr.respFilters = append(lr.respFilters, rf)
 		}
 	}
+	var prevRoutes []*route
+	if prev != nil {
+		prevRoutes = prev.routes
+	}
 	for i := range l.Routes.Routes {
-		r, err := buildRoute(&l.Routes.Routes[i], clusters)
+		r, err := buildRoute(&l.Routes.Routes[i], clusters, prevRoutes)
 		if err != nil {
 			return nil, fmt.Errorf("routes.routes[%d] %q: %w", i, l.Routes.Routes[i].Name, err)
 		}
@@ -309,6 +249,14 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 	}
 	lr.noDestination = newPeerLabels(&cfg.Node, nil, nil)
 	m := p.metrics
+	for _, r := range lr.routes {
+		r.faultDelays = m.faults.WithLabelValues(lr.statPrefix, "delay")
+		r.faultAborts = m.faults.WithLabelValues(lr.statPrefix, "abort")
+		for i := range r.mirrors {
+			r.mirrors[i].sent = m.mirrorRequests.WithLabelValues(r.mirrors[i].name, "sent")
+			r.mirrors[i].dropped = m.mirrorRequests.WithLabelValues(r.mirrors[i].name, "dropped")
+		}
+	}
 	lr.localReplies = make([]prometheus.Counter, len(codec.ErrorKinds))
 	for _, k := range codec.ErrorKinds {
 		lr.localReplies[k] = m.localReplies.WithLabelValues(lr.statPrefix, k.String())
@@ -318,8 +266,44 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 	return lr, nil
 }
 
-func buildRoute(rc *Route, clusters map[string]*cluster) (*route, error) {
-	r := &route{name: rc.Name, clusterName: rc.Cluster, hashKeys: rc.HashPolicy}
+// buildRoute compiles a route. A concurrency limit is taken over from the route of the same name in prev
+// (the listener's routes being replaced) when it is unchanged, so that the requests in flight still count.
+func buildRoute(rc *Route, clusters map[string]*cluster, prev []*route) (*route, error) {
+	r := &route{name: rc.Name, clusterName: rc.Cluster, hashKeys: rc.HashPolicy, timeout: rc.Timeout}
+	if rc.Timeout < 0 {
+		return nil, errors.New("timeout: cannot be negative")
+	}
+	var err error
+	if r.retry, err = buildRetry(rc.Retry); err != nil {
+		return nil, fmt.Errorf("retry.%w", err)
+	}
+	if r.fault, err = buildFault(rc.Fault); err != nil {
+		return nil, fmt.Errorf("fault.%w", err)
+	}
+	for i, m := range rc.Mirrors {
+		switch {
+		case m.Cluster == "":
+			return nil, fmt.Errorf("mirrors[%d].cluster: required", i)
+		case m.PerMillion > 1_000_000:
+			return nil, fmt.Errorf("mirrors[%d].perMillion: %d is over a million", i, m.PerMillion)
+		case m.PerMillion == 0:
+			continue
+		}
+		r.mirrors = append(r.mirrors, mirror{name: m.Cluster, cluster: clusters[m.Cluster], perMillion: m.PerMillion})
+	}
+	if cl := rc.ConcurrencyLimit; cl != nil {
+		if cl.MaxRequests == 0 {
+			return nil, errors.New("concurrencyLimit.maxRequests: must be at least 1")
+		}
+		for _, pr := range prev {
+			if pr.name == rc.Name && pr.conc != nil && pr.conc.cfg == *cl {
+				r.conc = pr.conc
+			}
+		}
+		if r.conc == nil {
+			r.conc = &concurrencyLimit{cfg: *cl, byKey: map[string]*atomic.Int64{}}
+		}
+	}
 	for i, mc := range rc.Match {
 		m := matcher{key: mc.Key, kind: mc.Kind, value: mc.Value, invert: mc.Invert}
 		if mc.Key == "" {
@@ -373,68 +357,6 @@ func mutation(kvs []codec.KeyValue) *codec.Mutation {
 		return nil
 	}
 	return &codec.Mutation{Set: kvs}
-}
-
-func buildCluster(node *Node, cc *Cluster) (*cluster, error) {
-	if cc.Name == "" {
-		return nil, errors.New("name: required")
-	}
-	c := &cluster{
-		name:             cc.Name,
-		service:          cc.Service,
-		lb:               cc.LB,
-		connectTimeout:   cc.ConnectTimeout,
-		idleTimeout:      cc.IdleTimeout,
-		connsPerEndpoint: cc.ConnectionsPerEndpoint,
-		uniformWeights:   true,
-	}
-	switch c.lb {
-	case "":
-		c.lb = RoundRobin
-	case RoundRobin, Random, LeastRequest:
-	default:
-		return nil, fmt.Errorf("lb: unknown policy %q (ROUND_ROBIN, RANDOM, LEAST_REQUEST)", cc.LB)
-	}
-	if c.connectTimeout <= 0 {
-		c.connectTimeout = 10 * time.Second
-	}
-	if c.connsPerEndpoint <= 0 {
-		c.connsPerEndpoint = 1
-	}
-	var firstWeight uint32
-	for i := range cc.Endpoints {
-		ep := &cc.Endpoints[i]
-		if _, _, err := net.SplitHostPort(ep.Address); err != nil {
-			return nil, fmt.Errorf("endpoints[%d].address: %w", i, err)
-		}
-		if !subsetOf(cc.Subset, ep.Labels) {
-			continue
-		}
-		w := ep.Weight
-		if w == 0 {
-			w = 1
-		}
-		if len(c.endpoints) == 0 {
-			firstWeight = w
-		} else if w != firstWeight {
-			c.uniformWeights = false
-		}
-		c.totalWeight += w
-		c.endpoints = append(c.endpoints, &endpointRef{address: ep.Address, weight: w, upTo: c.totalWeight,
-			peer: newPeerLabels(node, &c.service, ep)})
-	}
-	c.noEndpoint = newPeerLabels(node, &c.service, nil)
-	return c, nil
-}
-
-// subsetOf reports whether labels include every entry of subset.
-func subsetOf(subset, labels map[string]string) bool {
-	for k, v := range subset {
-		if lv, ok := labels[k]; !ok || lv != v {
-			return false
-		}
-	}
-	return true
 }
 
 // addresses returns the endpoint addresses the snapshot sends to.

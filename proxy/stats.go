@@ -48,6 +48,16 @@ type metrics struct {
 	downstreamActive        *prometheus.GaugeVec
 	configUpdates           *prometheus.CounterVec
 
+	upstreamTimeouts      *prometheus.CounterVec
+	upstreamRetries       *prometheus.CounterVec
+	upstreamRetryOverflow *prometheus.CounterVec
+	upstreamOverflow      *prometheus.CounterVec
+	outlierEjections      *prometheus.CounterVec
+	outlierEjected        *prometheus.GaugeVec
+	lateReplies           *prometheus.CounterVec
+	mirrorRequests        *prometheus.CounterVec
+	faults                *prometheus.CounterVec
+
 	// series caches the request series of each (destination, status, flags), so a request costs a map lookup
 	// rather than hashing 22 label values.
 	series sync.Map // seriesKey -> *requestSeries
@@ -105,10 +115,44 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 		configUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meltemi_proxy_config_updates_total", Help: "Config updates, by result (accepted or rejected).",
 		}, []string{"result"}),
+		upstreamTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_proxy_upstream_timeouts_total",
+			Help: "Tries that ran out of their route's timeout or per-try timeout, by cluster.",
+		}, []string{"cluster"}),
+		upstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_proxy_upstream_retries_total", Help: "Retries sent, by cluster.",
+		}, []string{"cluster"}),
+		upstreamRetryOverflow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_proxy_upstream_retry_overflow_total",
+			Help: "Retries not sent because the cluster's retry limit or budget was used up, by cluster.",
+		}, []string{"cluster"}),
+		upstreamOverflow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_proxy_upstream_overflow_total",
+			Help: "Requests refused by a cluster's circuit breaker, by cluster and limit.",
+		}, []string{"cluster", "limit"}),
+		outlierEjections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_proxy_outlier_ejections_total", Help: "Endpoints ejected by outlier detection, by cluster.",
+		}, []string{"cluster"}),
+		outlierEjected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meltemi_proxy_outlier_ejected_endpoints", Help: "Endpoints ejected now, by cluster.",
+		}, []string{"cluster"}),
+		lateReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_proxy_upstream_late_replies_total",
+			Help: "Upstream replies that came after their request had timed out (dropped).",
+		}, []string{"address"}),
+		mirrorRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_proxy_mirror_requests_total",
+			Help: "Mirrored copies of requests, by mirror cluster and result (sent, dropped).",
+		}, []string{"cluster", "result"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_proxy_faults_injected_total", Help: "Faults injected, by listener and kind (delay, abort).",
+		}, []string{"listener", "kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes, m.decodeErrors,
 		m.localReplies, m.upstreamConnects, m.upstreamConnectFailures, m.upstreamUnknownReplies,
-		m.activeRequests, m.downstreamTotal, m.downstreamActive, m.configUpdates} {
+		m.activeRequests, m.downstreamTotal, m.downstreamActive, m.configUpdates, m.upstreamTimeouts,
+		m.upstreamRetries, m.upstreamRetryOverflow, m.upstreamOverflow, m.outlierEjections, m.outlierEjected,
+		m.lateReplies, m.mirrorRequests, m.faults} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -47,8 +47,8 @@ func (s *stream) touch() { s.last.Store(int64(time.Since(s.start))) }
 
 // openStream forwards a client's StreamInit to h and starts relaying the stream. dc is the client
 // connection's codec, which decoded msg.
-func (d *downstream) openStream(h *host, lr *listenerRuntime, ep *endpointRef, msg *codec.Message, start time.Time,
-	size int, buf *[]byte, batch *writeBatch) {
+func (d *downstream) openStream(h *host, lr *listenerRuntime, cl *cluster, ep *endpointRef, msg *codec.Message,
+	start time.Time, size int, buf *[]byte, batch *writeBatch) {
 	if !h.multiplexing {
 		// Stream frames are told apart by their ids alone.
 		d.localReplyPeer(lr, msg, codec.Unspecified, "UF", "streams need a protocol with request ids", start, size,
@@ -64,7 +64,7 @@ func (d *downstream) openStream(h *host, lr *listenerRuntime, ep *endpointRef, m
 	// The timer exists before anything can end the stream; it fires no sooner than the timeout.
 	s.timer = time.AfterFunc(s.timeout, s.checkIdle)
 	h.active.Add(1)
-	uc, id, ok := acquireFor(h, (*upstreamConn).registerStream, s)
+	uc, id, ok := acquireFor(h, cl, (*upstreamConn).registerStream, s)
 	if !ok {
 		h.active.Add(-1)
 		s.timer.Stop()
@@ -250,6 +250,7 @@ func (uc *upstreamConn) registerStream(s *stream) (uint32, bool) {
 		return 0, false
 	}
 	id := uc.freeID(s.downID)
+	uc.count()
 	if uc.streams == nil {
 		uc.streams = map[uint32]*stream{}
 	}

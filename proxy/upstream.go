@@ -35,8 +35,8 @@ type host struct {
 	maxConns       int
 	active         atomic.Int64 // requests in flight, for least-request balancing
 
-	connects, connectFailures, unknownReplies prometheus.Counter
-	upstreamDecodeErrors                      prometheus.Counter
+	connects, connectFailures, unknownReplies, lateReplies prometheus.Counter
+	upstreamDecodeErrors                                   prometheus.Counter
 
 	mu      sync.Mutex
 	conns   []*upstreamConn // multiplexing: shared by all requests
@@ -66,6 +66,7 @@ func (p *Proxy) hostFor(ep *endpointRef, lr *listenerRuntime, c *cluster, codecN
 			connects:             p.metrics.upstreamConnects.WithLabelValues(ep.address),
 			connectFailures:      p.metrics.upstreamConnectFailures.WithLabelValues(ep.address),
 			unknownReplies:       p.metrics.upstreamUnknownReplies.WithLabelValues(ep.address),
+			lateReplies:          p.metrics.lateReplies.WithLabelValues(ep.address),
 			upstreamDecodeErrors: p.metrics.decodeErrors.WithLabelValues(lr.statPrefix, lr.protocol, "upstream"),
 		}
 		p.hosts[key] = h
@@ -75,30 +76,16 @@ func (p *Proxy) hostFor(ep *endpointRef, lr *listenerRuntime, c *cluster, codecN
 	return h
 }
 
-// send forwards a two-way request. msg's frame is written (or copied) before send returns; its id is
-// rewritten in place with dc, the downstream connection's codec, which decoded it.
-func (h *host) send(c *call, dc codec.Codec, msg *codec.Message, batch *writeBatch) {
-	h.active.Add(1)
-	uc, id, ok := acquireFor(h, (*upstreamConn).register, c)
-	if !ok {
-		h.active.Add(-1)
-		c.fail(codec.NoHealthyUpstream, "UF", "upstream "+h.key.address+" unavailable")
-		return
-	}
-	if h.multiplexing {
-		dc.SetID(msg, uint64(id))
-	}
-	if err := uc.w.writeTo(msg.Frame, batch); err != nil {
-		// The read loop notices the broken connection and fails what is registered on it, this call too.
-		uc.close(err)
-	}
-}
-
 // acquireFor takes a connection and registers v on it, trying another connection when the one taken closed
-// in between; false when three in a row did.
-func acquireFor[V any](h *host, register func(*upstreamConn, V) (uint32, bool), v V) (*upstreamConn, uint32, bool) {
+// in between; false when three in a row did, or when the cluster may open no more connections and the host
+// has none.
+func acquireFor[V any](h *host, cl *cluster, register func(*upstreamConn, V) (uint32, bool), v V) (*upstreamConn, uint32, bool) {
 	for range 3 {
-		uc := h.acquire()
+		uc := h.acquire(cl)
+		if uc == nil {
+			cl.state.overflow[overflowConnections].Inc()
+			return nil, 0, false
+		}
 		if id, ok := register(uc, v); ok {
 			return uc, id, true
 		}
@@ -107,8 +94,12 @@ func acquireFor[V any](h *host, register func(*upstreamConn, V) (uint32, bool), 
 }
 
 // sendOneway forwards a request that expects no reply.
-func (h *host) sendOneway(frame []byte, batch *writeBatch) error {
-	uc := h.acquire()
+func (h *host) sendOneway(cl *cluster, frame []byte, batch *writeBatch) error {
+	uc := h.acquire(cl)
+	if uc == nil {
+		cl.state.overflow[overflowConnections].Inc()
+		return errors.New("cluster " + cl.name + " has its maximum of connections")
+	}
 	err := uc.w.writeTo(frame, batch)
 	if !h.multiplexing {
 		h.releaseIdle(uc)
@@ -117,8 +108,9 @@ func (h *host) sendOneway(frame []byte, batch *writeBatch) error {
 }
 
 // acquire returns a connection to send on: a shared one for multiplexing protocols (dialling up to maxConns),
-// else an idle one or a new one. A connection still dialling queues what is written to it.
-func (h *host) acquire() *upstreamConn {
+// else an idle one or a new one; nil when a new one is needed and the cluster cl has its maximum of
+// connections. A connection still dialling queues what is written to it.
+func (h *host) acquire(cl *cluster) *upstreamConn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.multiplexing {
@@ -127,15 +119,51 @@ func (h *host) acquire() *upstreamConn {
 			h.idle = h.idle[:n-1]
 			return uc
 		}
-		return h.dial()
+		if !cl.connectionAllowed() {
+			return nil
+		}
+		return h.dial(cl)
 	}
-	if len(h.conns) < h.maxConns {
-		uc := h.dial()
+	for i := 0; i < len(h.conns); {
+		// A connection that served its maximum of requests is replaced.
+		if h.conns[i].retired.Load() {
+			h.conns = deleteConn(h.conns, h.conns[i])
+			continue
+		}
+		i++
+	}
+	if len(h.conns) < h.maxConns && cl.connectionAllowed() {
+		uc := h.dial(cl)
 		h.conns = append(h.conns, uc)
 		return uc
 	}
+	if len(h.conns) == 0 {
+		return nil
+	}
 	h.next++
 	return h.conns[h.next%len(h.conns)]
+}
+
+// connectionAllowed counts a new connection of the cluster in, if its limit allows one.
+func (c *cluster) connectionAllowed() bool {
+	n := c.state.connections.Add(1)
+	if c.cb.MaxConnections > 0 && n > int64(c.cb.MaxConnections) {
+		c.state.connections.Add(-1)
+		return false
+	}
+	return true
+}
+
+// connected reports whether the host has an established connection to send on.
+func (h *host) connected() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, uc := range h.conns {
+		if !uc.dialling() {
+			return true
+		}
+	}
+	return len(h.idle) > 0
 }
 
 // releaseIdle returns a one-request-at-a-time connection to the idle list.
@@ -149,9 +177,10 @@ func (h *host) releaseIdle(uc *upstreamConn) {
 	h.idle = append(h.idle, uc)
 }
 
-// dial starts a connection; h.mu is held.
-func (h *host) dial() *upstreamConn {
-	uc := &upstreamConn{h: h, w: newPendingWriter(), codec: h.factory.NewCodec(codec.Upstream), calls: map[uint32]*call{}}
+// dial starts a connection, counted in the cluster's connections (the caller counted it in); h.mu is held.
+func (h *host) dial(cl *cluster) *upstreamConn {
+	uc := &upstreamConn{h: h, w: newPendingWriter(), codec: h.factory.NewCodec(codec.Upstream),
+		calls: map[uint32]*call{}, charged: cl.state, maxRequests: cl.maxRqPerConn}
 	go uc.run()
 	return uc
 }
@@ -193,11 +222,17 @@ type upstreamConn struct {
 	w     *connWriter
 	codec codec.Codec
 
+	charged     *clusterState // the cluster whose connection count it is in
+	maxRequests uint32        // requests after which it retires (0: never)
+
 	mu      sync.Mutex
 	conn    net.Conn
 	calls   map[uint32]*call
 	streams map[uint32]*stream     // streams relayed on the connection; they share the ids of calls
 	nextID  [len(idClasses)]uint32 // the last id handed out in each class
+	late    lateIDs                // ids of requests that timed out, kept from reuse a while
+	served  uint32
+	retired atomic.Bool // served its maximum of requests: no longer handed out, closes once idle
 	closed  bool
 	err     error
 }
@@ -210,13 +245,111 @@ func (uc *upstreamConn) register(c *call) (uint32, bool) {
 	if uc.closed {
 		return 0, false
 	}
-	if !uc.h.multiplexing {
-		uc.calls[0] = c
-		return 0, true
+	id := uint32(0)
+	if uc.h.multiplexing {
+		id = uc.freeID(c.req.ID)
 	}
-	id := uc.freeID(c.req.ID)
 	uc.calls[id] = c
+	c.uc, c.upID, c.onDialling = uc, id, uc.conn == nil
+	if c.onDialling && c.pendingOn == nil {
+		c.pendingOn = c.cl.state
+		c.pendingOn.pending.Add(1)
+	}
+	uc.count()
 	return id, true
+}
+
+// unregister takes c, registered with id, back off the connection before it was sent.
+func (uc *upstreamConn) unregister(id uint32, c *call) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if uc.calls[id] == c {
+		delete(uc.calls, id)
+	}
+}
+
+// count counts a request or stream sent on the connection, retiring the connection when it has served its
+// maximum; uc.mu is held.
+func (uc *upstreamConn) count() {
+	uc.served++
+	if uc.maxRequests > 0 && uc.served >= uc.maxRequests {
+		uc.retired.Store(true)
+	}
+}
+
+// dialling reports whether the connection is still being established.
+func (uc *upstreamConn) dialling() bool {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	return uc.conn == nil && !uc.closed
+}
+
+// timeOut takes c, the request registered with id, off the connection because it ran out of time, and keeps
+// id from reuse for a while so that a late reply is not taken for the answer to a later request. False when
+// the request is no longer there (its reply came first).
+func (uc *upstreamConn) timeOut(id uint32, c *call) bool {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if uc.calls[id] != c {
+		return false
+	}
+	delete(uc.calls, id)
+	if uc.h.multiplexing {
+		if uc.late.add(id, time.Now()) > maxLateIDs {
+			// A server this far behind is not answering: start afresh.
+			go uc.close(errors.New("too many requests timed out"))
+		}
+	}
+	return true
+}
+
+// lateIDs are the ids of timed-out requests, in the order they timed out.
+type lateIDs struct {
+	at    map[uint32]time.Time
+	queue []lateID
+}
+
+type lateID struct {
+	id uint32
+	at time.Time
+}
+
+// lateIDTTL is how long the id of a timed-out request stays out of use; maxLateIDs bounds how many a
+// connection keeps.
+const (
+	lateIDTTL  = 5 * time.Minute
+	maxLateIDs = 1 << 16
+)
+
+// add records id, forgetting those older than lateIDTTL, and returns how many are kept.
+func (l *lateIDs) add(id uint32, now time.Time) int {
+	if l.at == nil {
+		l.at = map[uint32]time.Time{}
+	}
+	for len(l.queue) > 0 && now.Sub(l.queue[0].at) > lateIDTTL {
+		if old := l.queue[0]; l.at[old.id] == old.at {
+			delete(l.at, old.id)
+		}
+		l.queue = l.queue[1:]
+	}
+	l.at[id] = now
+	l.queue = append(l.queue, lateID{id, now})
+	return len(l.at)
+}
+
+// has reports whether id belongs to a timed-out request.
+func (l *lateIDs) has(id uint32) bool {
+	_, ok := l.at[id]
+	return ok
+}
+
+// forget lets id be used again: its late reply came.
+func (l *lateIDs) forget(id uint32) bool {
+	if _, ok := l.at[id]; !ok {
+		return false
+	}
+	delete(l.at, id)
+	return true
 }
 
 // idClasses split the ids the proxy hands out by the bytes they take as a protobuf or Thrift compact varint
@@ -257,28 +390,29 @@ func (uc *upstreamConn) freeID(down uint64) uint32 {
 			}
 			_, call := uc.calls[*next]
 			_, stream := uc.streams[*next]
-			if !call && !stream {
+			if !call && !stream && (len(uc.late.at) == 0 || !uc.late.has(*next)) {
 				return *next
 			}
 		}
 	}
 }
 
-// take removes and returns the call waiting for id.
-func (uc *upstreamConn) take(id uint64) *call {
+// take removes and returns the call waiting for id; late is true when id belongs to a request that timed out.
+func (uc *upstreamConn) take(id uint64) (c *call, late bool) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
 	if !uc.h.multiplexing {
 		id = 0
 	}
 	if id > maxUpstreamID {
-		return nil
+		return nil, false
 	}
-	c := uc.calls[uint32(id)]
+	c = uc.calls[uint32(id)]
 	if c != nil {
 		delete(uc.calls, uint32(id))
+		return c, false
 	}
-	return c
+	return nil, len(uc.late.at) > 0 && uc.late.forget(uint32(id))
 }
 
 func (uc *upstreamConn) isClosed() bool {
@@ -314,14 +448,19 @@ func (uc *upstreamConn) closeFlagged(err error, flag string) {
 	if conn != nil {
 		conn.Close()
 	}
+	uc.charged.connections.Add(-1)
 	uc.h.forget(uc)
 	detail := "upstream " + uc.h.key.address + " closed the connection"
 	if err != nil {
 		detail = "upstream " + uc.h.key.address + ": " + err.Error()
 	}
+	cause := retryReset
+	if flag == "UF" {
+		cause = retryConnect
+	}
 	for _, c := range calls {
 		uc.h.active.Add(-1)
-		c.fail(codec.NoHealthyUpstream, flag, detail)
+		c.tryFailed(cause, codec.NoHealthyUpstream, flag, detail)
 	}
 	for _, s := range streams {
 		s.end(streamEnd{flag: flag, tellClient: true, kind: codec.NoHealthyUpstream, detail: detail})
@@ -348,6 +487,13 @@ func (uc *upstreamConn) run() {
 		return
 	}
 	uc.conn = conn
+	for _, c := range uc.calls {
+		// Connected: the requests that waited for it are no longer pending.
+		if c.pendingOn != nil {
+			c.pendingOn.pending.Add(-1)
+			c.pendingOn = nil
+		}
+	}
 	uc.mu.Unlock()
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -433,7 +579,7 @@ func (uc *upstreamConn) closeWith(kind codec.ErrorKind, err error) {
 	uc.mu.Unlock()
 	for _, c := range calls {
 		uc.h.active.Add(-1)
-		c.fail(kind, "UPE", "upstream "+uc.h.key.address+": "+err.Error())
+		c.tryFailed(0, kind, "UPE", "upstream "+uc.h.key.address+": "+err.Error())
 	}
 	uc.close(err)
 }
@@ -458,18 +604,21 @@ func (uc *upstreamConn) handle(msg *codec.Message, batch *writeBatch) {
 	default:
 		return
 	}
-	c := uc.take(msg.ID)
+	c, late := uc.take(msg.ID)
 	if c == nil {
-		h.unknownReplies.Inc()
+		if late {
+			h.lateReplies.Inc()
+		} else {
+			h.unknownReplies.Inc()
+		}
 		return
 	}
-	h.active.Add(-1)
-	c.respond(uc.codec, msg, batch)
+	c.onReply(uc, msg, batch)
 	if !h.multiplexing {
 		h.releaseIdle(uc)
 		return
 	}
-	if h.removed.Load() {
+	if h.removed.Load() || uc.retired.Load() {
 		uc.closeIfIdle()
 	}
 }
