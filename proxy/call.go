@@ -35,8 +35,8 @@ type call struct {
 	mirror  bool          // a mirrored copy: nobody waits for its reply
 
 	// Set by register under the upstream connection's lock; read by whoever owns the try.
-	uc        *upstreamConn
-	upID      uint32
+	uc         *upstreamConn
+	upID       uint32
 	pendingOn  *clusterState // counted in the cluster's pending requests while its connection dials
 	onDialling bool          // the try went to a connection still dialling
 
