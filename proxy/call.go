@@ -120,7 +120,7 @@ func (c *call) try(h *host, dc codec.Codec, msg *codec.Message, batch *writeBatc
 		// try where it is.
 		c.mu.Lock()
 	}
-	uc, id, ok := acquireFor(h, c.cl, (*upstreamConn).register, c)
+	uc, id, ok := acquireFor(h, c.cl, c.d.slot, (*upstreamConn).register, c)
 	if ok && c.mirror && uc.w.backlog() > maxMirrorBacklog {
 		uc.unregister(id, c)
 		if c.timed {

@@ -40,13 +40,17 @@ type downstream struct {
 	chooser codec.Chooser
 	chosen  atomic.Pointer[chosenCodec]
 
+	// slot picks the upstream connection of each host that the connection's requests share.
+	slot uint32
+
 	inflight  atomic.Int64 // requests and streams
 	readDone  atomic.Bool
 	closeOnce sync.Once
 }
 
 func (p *Proxy) newDownstream(sock *listenerSocket, conn net.Conn, lr *listenerRuntime) *downstream {
-	d := &downstream{p: p, sock: sock, conn: conn, codec: lr.factory.NewCodec(codec.Downstream), rd: newFrameReader(conn)}
+	d := &downstream{p: p, sock: sock, conn: conn, codec: lr.factory.NewCodec(codec.Downstream), rd: newFrameReader(conn),
+		slot: p.slots.Add(1)}
 	d.chooser, _ = d.codec.(codec.Chooser)
 	d.w.conn = conn
 	d.listener()
@@ -247,7 +251,7 @@ func (d *downstream) dispatch(lr *listenerRuntime, r *route, msg *codec.Message,
 		d.openStream(h, lr, c, ep, msg, start, size, buf, batch)
 		return
 	case codec.Oneway:
-		if err := h.sendOneway(c, msg.Frame, batch); err != nil {
+		if err := h.sendOneway(c, d.slot, msg.Frame, batch); err != nil {
 			d.p.log.Debug("oneway request dropped", "upstream", ep.address, "error", err)
 		}
 		d.mirror(lr, r, msg, codecName, factory, batch)

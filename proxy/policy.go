@@ -231,7 +231,7 @@ func (d *downstream) mirror(lr *listenerRuntime, r *route, msg *codec.Message, c
 		}
 		h := d.p.hostFor(ep, lr, m.cluster, codecName, factory)
 		if msg.Type == codec.Oneway {
-			if err := h.sendOneway(m.cluster, msg.Frame, batch); err != nil {
+			if err := h.sendOneway(m.cluster, d.slot, msg.Frame, batch); err != nil {
 				m.dropped.Inc()
 				continue
 			}

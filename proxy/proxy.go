@@ -45,6 +45,7 @@ type Proxy struct {
 	snap    atomic.Pointer[snapshot]
 	ready   atomic.Bool
 	down    atomic.Bool // closed: retries waiting for their turn give up
+	slots   atomic.Uint32
 
 	mu      sync.Mutex // serialises Update and Close
 	sockets map[string]*listenerSocket
@@ -242,7 +243,7 @@ func (p *Proxy) Close() error {
 	for _, h := range hosts {
 		h.removed.Store(true)
 		h.mu.Lock()
-		conns := append(append([]*upstreamConn(nil), h.conns...), h.idle...)
+		conns := h.all()
 		h.mu.Unlock()
 		for _, uc := range conns {
 			uc.close(errors.New("proxy shutting down"))

@@ -64,7 +64,7 @@ func (d *downstream) openStream(h *host, lr *listenerRuntime, cl *cluster, ep *e
 	// The timer exists before anything can end the stream; it fires no sooner than the timeout.
 	s.timer = time.AfterFunc(s.timeout, s.checkIdle)
 	h.active.Add(1)
-	uc, id, ok := acquireFor(h, cl, (*upstreamConn).registerStream, s)
+	uc, id, ok := acquireFor(h, cl, d.slot, (*upstreamConn).registerStream, s)
 	if !ok {
 		h.active.Add(-1)
 		s.timer.Stop()

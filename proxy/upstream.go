@@ -38,11 +38,11 @@ type host struct {
 	connects, connectFailures, unknownReplies, lateReplies prometheus.Counter
 	upstreamDecodeErrors                                   prometheus.Counter
 
-	mu      sync.Mutex
-	conns   []*upstreamConn // multiplexing: shared by all requests
-	idle    []*upstreamConn // one request at a time: connections free for the next
-	next    int
-	removed atomic.Bool // no longer in the config: connections close once idle
+	mu       sync.Mutex
+	slots    []*upstreamConn // multiplexing: shared by all requests, each client connection using one slot's
+	retiring []*upstreamConn // multiplexing: taken out of their slots, closing once idle
+	idle     []*upstreamConn // one request at a time: connections free for the next
+	removed  atomic.Bool     // no longer in the config: connections close once idle
 }
 
 // hostFor returns the host behind an endpoint for a protocol, the codec registered as codecName, creating it on
@@ -76,12 +76,13 @@ func (p *Proxy) hostFor(ep *endpointRef, lr *listenerRuntime, c *cluster, codecN
 	return h
 }
 
-// acquireFor takes a connection and registers v on it, trying another connection when the one taken closed
-// in between; false when three in a row did, or when the cluster may open no more connections and the host
-// has none.
-func acquireFor[V any](h *host, cl *cluster, register func(*upstreamConn, V) (uint32, bool), v V) (*upstreamConn, uint32, bool) {
+// acquireFor takes a connection (the one of slot, for multiplexing protocols) and registers v on it, trying
+// another connection when the one taken closed in between; false when three in a row did, or when the
+// cluster may open no more connections and the host has none.
+func acquireFor[V any](h *host, cl *cluster, slot uint32, register func(*upstreamConn, V) (uint32, bool),
+	v V) (*upstreamConn, uint32, bool) {
 	for range 3 {
-		uc := h.acquire(cl)
+		uc := h.acquire(cl, slot)
 		if uc == nil {
 			cl.state.overflow[overflowConnections].Inc()
 			return nil, 0, false
@@ -94,8 +95,8 @@ func acquireFor[V any](h *host, cl *cluster, register func(*upstreamConn, V) (ui
 }
 
 // sendOneway forwards a request that expects no reply.
-func (h *host) sendOneway(cl *cluster, frame []byte, batch *writeBatch) error {
-	uc := h.acquire(cl)
+func (h *host) sendOneway(cl *cluster, slot uint32, frame []byte, batch *writeBatch) error {
+	uc := h.acquire(cl, slot)
 	if uc == nil {
 		cl.state.overflow[overflowConnections].Inc()
 		return errors.New("cluster " + cl.name + " has its maximum of connections")
@@ -107,10 +108,12 @@ func (h *host) sendOneway(cl *cluster, frame []byte, batch *writeBatch) error {
 	return err
 }
 
-// acquire returns a connection to send on: a shared one for multiplexing protocols (dialling up to maxConns),
-// else an idle one or a new one; nil when a new one is needed and the cluster cl has its maximum of
-// connections. A connection still dialling queues what is written to it.
-func (h *host) acquire(cl *cluster) *upstreamConn {
+// acquire returns a connection to send on: for multiplexing protocols, the connection of one of the host's
+// maxConns slots, dialled on first use, so that a client connection (whose slot it is) sends all its requests
+// on one upstream connection and gets its replies in batches; else an idle connection or a new one. It
+// returns nil when a new connection is needed and the cluster cl has its maximum of them. A connection still
+// dialling queues what is written to it.
+func (h *host) acquire(cl *cluster, slot uint32) *upstreamConn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.multiplexing {
@@ -124,24 +127,31 @@ func (h *host) acquire(cl *cluster) *upstreamConn {
 		}
 		return h.dial(cl)
 	}
-	for i := 0; i < len(h.conns); {
-		// A connection that served its maximum of requests is replaced.
-		if h.conns[i].retired.Load() {
-			h.conns = deleteConn(h.conns, h.conns[i])
-			continue
-		}
-		i++
+	if len(h.slots) < h.maxConns {
+		h.slots = append(h.slots, make([]*upstreamConn, h.maxConns-len(h.slots))...)
 	}
-	if len(h.conns) < h.maxConns && cl.connectionAllowed() {
-		uc := h.dial(cl)
-		h.conns = append(h.conns, uc)
+	i := int(slot % uint32(len(h.slots)))
+	uc := h.slots[i]
+	if uc != nil && !uc.retired.Load() {
 		return uc
 	}
-	if len(h.conns) == 0 {
-		return nil
+	if uc != nil {
+		// Served its maximum of requests: it closes once idle, and the slot gets a new one.
+		h.retiring = append(h.retiring, uc)
+		h.slots[i] = nil
 	}
-	h.next++
-	return h.conns[h.next%len(h.conns)]
+	if cl.connectionAllowed() {
+		uc = h.dial(cl)
+		h.slots[i] = uc
+		return uc
+	}
+	// The cluster may open no more connections: share another slot's.
+	for _, uc := range h.slots {
+		if uc != nil && !uc.retired.Load() {
+			return uc
+		}
+	}
+	return nil
 }
 
 // connectionAllowed counts a new connection of the cluster in, if its limit allows one.
@@ -158,12 +168,23 @@ func (c *cluster) connectionAllowed() bool {
 func (h *host) connected() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, uc := range h.conns {
-		if !uc.dialling() {
+	for _, uc := range h.slots {
+		if uc != nil && !uc.dialling() {
 			return true
 		}
 	}
 	return len(h.idle) > 0
+}
+
+// all returns every connection of the host; h.mu is held.
+func (h *host) all() []*upstreamConn {
+	var out []*upstreamConn
+	for _, uc := range h.slots {
+		if uc != nil {
+			out = append(out, uc)
+		}
+	}
+	return append(append(out, h.retiring...), h.idle...)
 }
 
 // releaseIdle returns a one-request-at-a-time connection to the idle list.
@@ -189,7 +210,12 @@ func (h *host) dial(cl *cluster) *upstreamConn {
 func (h *host) forget(uc *upstreamConn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.conns = deleteConn(h.conns, uc)
+	for i, c := range h.slots {
+		if c == uc {
+			h.slots[i] = nil
+		}
+	}
+	h.retiring = deleteConn(h.retiring, uc)
 	h.idle = deleteConn(h.idle, uc)
 }
 
@@ -208,7 +234,7 @@ func deleteConn(list []*upstreamConn, uc *upstreamConn) []*upstreamConn {
 func (h *host) drain() {
 	h.removed.Store(true)
 	h.mu.Lock()
-	conns := append(append([]*upstreamConn(nil), h.conns...), h.idle...)
+	conns := h.all()
 	h.mu.Unlock()
 	for _, uc := range conns {
 		uc.closeIfIdle()
