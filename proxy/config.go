@@ -56,6 +56,18 @@ type Listener struct {
 	// StreamIdleTimeout resets a stream on which neither peer sent a frame for this long (0:
 	// DefaultStreamIdleTimeout).
 	StreamIdleTimeout time.Duration `json:"streamIdleTimeout,omitempty"`
+	// BindToPort false makes the listener virtual: it binds no socket and serves only the connections that a
+	// capture listener hands it, those whose original destination is its Address (for an address 0.0.0.0,
+	// any address on its port). Envoy's bind_to_port; nil means true.
+	BindToPort *bool `json:"bindToPort,omitempty"`
+	// OriginalDst makes the listener a capture listener (Envoy's use_original_dst), as a sidecar's outbound
+	// and inbound ports are: it recovers the original destination of each connection that iptables redirected
+	// to it and hands the connection to the virtual listener for that address. It has no codec, filters or
+	// routes of its own.
+	OriginalDst bool `json:"originalDst,omitempty"`
+	// Passthrough, on a capture listener, relays a connection that no listener takes as plain TCP to its
+	// original destination (Istio's PassthroughCluster); without it such connections are closed.
+	Passthrough bool `json:"passthrough,omitempty"`
 }
 
 // CodecConfig names a registered codec and gives its config.

@@ -142,23 +142,25 @@ type client struct {
 
 func (h *harness) client() *client {
 	c := &client{t: h.t, conn: h.dial(), waits: map[uint64]chan reply{}, closed: make(chan struct{})}
-	go func() {
-		defer close(c.closed)
-		for {
-			r, err := readFrame(c.conn)
-			if err != nil {
-				return
-			}
-			c.mu.Lock()
-			ch := c.waits[r.id]
-			delete(c.waits, r.id)
-			c.mu.Unlock()
-			if ch != nil {
-				ch <- r
-			}
-		}
-	}()
+	go c.readLoop()
 	return c
+}
+
+func (c *client) readLoop() {
+	defer close(c.closed)
+	for {
+		r, err := readFrame(c.conn)
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		ch := c.waits[r.id]
+		delete(c.waits, r.id)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- r
+		}
+	}
 }
 
 // start sends a request and returns where its reply will arrive.

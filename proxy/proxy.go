@@ -35,6 +35,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics is where the proxy registers its metrics (a new registry when nil).
 	Metrics *prometheus.Registry
+	// Mark, when not zero, is the firewall mark (SO_MARK, Linux) of every connection the proxy opens, so that
+	// the iptables rules that capture a sidecar's traffic can let the proxy's own traffic pass.
+	Mark uint32
 }
 
 // Proxy is a running data plane.
@@ -46,6 +49,8 @@ type Proxy struct {
 	ready   atomic.Bool
 	down    atomic.Bool // closed: retries waiting for their turn give up
 	slots   atomic.Uint32
+	// virtuals are the virtual listeners' sockets by address, for capture listeners to hand connections to.
+	virtuals atomic.Pointer[map[string]*listenerSocket]
 
 	mu      sync.Mutex // serialises Update and Close
 	sockets map[string]*listenerSocket
@@ -98,17 +103,20 @@ func (p *Proxy) Update(cfg *Config) error {
 	// Bind what is new before anything changes, so a port in use rejects the whole config.
 	bound := map[string]*listenerSocket{}
 	for name, lr := range s.listeners {
-		if old := p.sockets[name]; old != nil && old.address == lr.address {
+		if old := p.sockets[name]; old != nil && old.address == lr.address && old.virtual == lr.virtual &&
+			old.capture == lr.capture {
 			continue
 		}
-		ln, err := net.Listen("tcp", lr.address)
-		if err != nil {
-			for _, b := range bound {
-				b.ln.Close()
+		var ln net.Listener
+		if !lr.virtual {
+			if ln, err = net.Listen("tcp", lr.address); err != nil {
+				for _, b := range bound {
+					b.stop()
+				}
+				closeFilters(s, prev)
+				p.metrics.configUpdates.WithLabelValues("rejected").Inc()
+				return fmt.Errorf("config %s rejected: listener %q: %w", cfg.Version, name, err)
 			}
-			closeFilters(s, prev)
-			p.metrics.configUpdates.WithLabelValues("rejected").Inc()
-			return fmt.Errorf("config %s rejected: listener %q: %w", cfg.Version, name, err)
 		}
 		bound[name] = p.newSocket(name, lr, ln)
 	}
@@ -129,11 +137,20 @@ func (p *Proxy) Update(cfg *Config) error {
 			sock.shutdown()
 		}
 	}
+	virtuals := map[string]*listenerSocket{}
 	for name, sock := range bound {
 		p.sockets[name] = sock
-		p.wg.Add(1)
-		go sock.acceptLoop()
+		if sock.ln != nil {
+			p.wg.Add(1)
+			go sock.acceptLoop()
+		}
 	}
+	for _, sock := range p.sockets {
+		if sock.virtual {
+			virtuals[sock.address] = sock
+		}
+	}
+	p.virtuals.Store(&virtuals)
 	p.drainHosts(s)
 	p.ready.Store(true)
 	p.metrics.configUpdates.WithLabelValues("accepted").Inc()
@@ -172,7 +189,16 @@ func (p *Proxy) DialCluster(ctx context.Context, name string) (net.Conn, error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
 	defer cancel()
-	return (&net.Dialer{}).DialContext(ctx, "tcp", ep.address)
+	return p.dialer().DialContext(ctx, "tcp", ep.address)
+}
+
+// dialer dials the proxy's own connections, marked when Options.Mark says so.
+func (p *Proxy) dialer() *net.Dialer {
+	d := &net.Dialer{}
+	if p.opts.Mark != 0 {
+		d.Control = markControl(p.opts.Mark)
+	}
+	return d
 }
 
 // Logger is where the proxy and its filters log (filter.Host).
@@ -184,7 +210,7 @@ var _ filter.Host = (*Proxy)(nil)
 func (p *Proxy) ListenerAddr(name string) net.Addr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if s := p.sockets[name]; s != nil {
+	if s := p.sockets[name]; s != nil && s.ln != nil {
 		return s.ln.Addr()
 	}
 	return nil
@@ -253,16 +279,20 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-// listenerSocket is a bound listener and its connections. It lives as long as its listener keeps its name and
-// address across configs.
+// listenerSocket is a listener's socket and its connections. It lives as long as its listener keeps its name
+// and address across configs. A virtual listener's has no socket (ln is nil): capture listeners hand it its
+// connections.
 type listenerSocket struct {
 	p       *Proxy
 	name    string
 	address string
 	ln      net.Listener
+	virtual bool
+	capture bool
 
 	mu     sync.Mutex
 	conns  map[*downstream]struct{}
+	relays map[net.Conn]struct{} // a capture listener's passthrough connections
 	closed bool
 
 	total  prometheus.Counter
@@ -270,7 +300,8 @@ type listenerSocket struct {
 }
 
 func (p *Proxy) newSocket(name string, lr *listenerRuntime, ln net.Listener) *listenerSocket {
-	return &listenerSocket{p: p, name: name, address: lr.address, ln: ln, conns: map[*downstream]struct{}{},
+	return &listenerSocket{p: p, name: name, address: lr.address, ln: ln, virtual: lr.virtual, capture: lr.capture,
+		conns: map[*downstream]struct{}{}, relays: map[net.Conn]struct{}{},
 		total:  p.metrics.downstreamTotal.WithLabelValues(lr.statPrefix),
 		active: p.metrics.downstreamActive.WithLabelValues(lr.statPrefix)}
 }
@@ -286,31 +317,44 @@ func (s *listenerSocket) acceptLoop() {
 			}
 			return
 		}
-		lr := s.p.snap.Load().listeners[s.name]
-		if lr == nil {
-			conn.Close()
+		if s.capture {
+			s.handOn(conn)
 			continue
 		}
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetNoDelay(true)
-		}
-		d := s.p.newDownstream(s, conn, lr)
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			conn.Close()
+		if !s.serveConn(conn) {
 			return
 		}
-		s.conns[d] = struct{}{}
-		s.mu.Unlock()
-		s.total.Inc()
-		s.active.Inc()
-		s.p.wg.Add(1)
-		go func() {
-			defer s.p.wg.Done()
-			d.serve()
-		}()
 	}
+}
+
+// serveConn serves a connection accepted on the listener's socket or handed to it by a capture listener;
+// false once the listener is closed.
+func (s *listenerSocket) serveConn(conn net.Conn) bool {
+	lr := s.p.snap.Load().listeners[s.name]
+	if lr == nil {
+		conn.Close()
+		return true
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	d := s.p.newDownstream(s, conn, lr)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		conn.Close()
+		return false
+	}
+	s.conns[d] = struct{}{}
+	s.mu.Unlock()
+	s.total.Inc()
+	s.active.Inc()
+	s.p.wg.Add(1)
+	go func() {
+		defer s.p.wg.Done()
+		d.serve()
+	}()
+	return true
 }
 
 func (s *listenerSocket) remove(d *downstream) {
@@ -341,12 +385,17 @@ func (s *listenerSocket) closeAll() {
 	}
 }
 
-// stop closes the listening socket and returns the connections it accepted.
+// stop closes the listening socket and its passthrough connections, and returns the connections it accepted.
 func (s *listenerSocket) stop() []*downstream {
-	s.ln.Close()
+	if s.ln != nil {
+		s.ln.Close()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	for c := range s.relays {
+		c.Close()
+	}
 	conns := make([]*downstream, 0, len(s.conns))
 	for d := range s.conns {
 		conns = append(conns, d)

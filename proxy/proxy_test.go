@@ -223,12 +223,18 @@ type harness struct {
 
 func newProxy(t *testing.T, cfg *proxy.Config) *harness {
 	t.Helper()
+	return newMarkedProxy(t, 0, cfg)
+}
+
+// newMarkedProxy is newProxy with Options.Mark.
+func newMarkedProxy(t *testing.T, mark uint32, cfg *proxy.Config) *harness {
+	t.Helper()
 	codecs, err := codec.NewRegistry(dubbo.Registration())
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	p, err := proxy.New(proxy.Options{Codecs: codecs, Metrics: reg,
+	p, err := proxy.New(proxy.Options{Codecs: codecs, Metrics: reg, Mark: mark,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,8 @@ type listenerRuntime struct {
 	respFilters   []filter.ResponseFilter
 	routes        []*route
 	idleTimeout   time.Duration
+	// virtual listeners bind no socket; capture listeners hand their connections to virtual ones.
+	virtual, capture, passthrough bool
 	// streamIdleTimeout resets idle streams.
 	streamIdleTimeout time.Duration
 	// noDestination labels requests that never reached a cluster.
@@ -161,12 +163,16 @@ func (p *Proxy) build(cfg *Config) (*snapshot, error) {
 			errs = append(errs, fmt.Errorf("listeners[%d] %q: name: duplicate listener", i, l.Name))
 			continue
 		}
-		if other, dup := addrs[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
+		key := l.Address
+		if lr.virtual {
+			key = "virtual " + key // virtual listeners share no socket with bound ones, only among themselves
+		}
+		if other, dup := addrs[key]; dup && !strings.HasSuffix(l.Address, ":0") {
 			errs = append(errs, fmt.Errorf("listeners[%d] %q: address: %s is taken by listener %q", i, l.Name,
 				l.Address, other))
 			continue
 		}
-		addrs[l.Address] = l.Name
+		addrs[key] = l.Name
 		s.listeners[l.Name] = lr
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -181,6 +187,21 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 	}
 	if _, _, err := net.SplitHostPort(l.Address); err != nil {
 		return nil, fmt.Errorf("address: %w", err)
+	}
+	virtual := l.BindToPort != nil && !*l.BindToPort
+	if l.OriginalDst {
+		switch {
+		case virtual:
+			return nil, errors.New("bindToPort: a capture listener (originalDst) must bind its port")
+		case l.Codec.Name != "" || len(l.Filters) > 0 || len(l.Routes.Routes) > 0:
+			return nil, errors.New("originalDst: a capture listener hands its connections on and has no codec, " +
+				"filters or routes of its own")
+		}
+		return &listenerRuntime{name: l.Name, statPrefix: cmp.Or(l.StatPrefix, l.Name), address: l.Address,
+			capture: true, passthrough: l.Passthrough}, nil
+	}
+	if l.Passthrough {
+		return nil, errors.New("passthrough: only a capture listener (originalDst) relays connections")
 	}
 	reg, ok := p.opts.Codecs.Lookup(l.Codec.Name)
 	if !ok {
@@ -201,6 +222,7 @@ func (p *Proxy) buildListener(cfg *Config, l *Listener, clusters map[string]*clu
 		props:             factory.Properties(),
 		idleTimeout:       l.IdleTimeout,
 		streamIdleTimeout: cmp.Or(l.StreamIdleTimeout, DefaultStreamIdleTimeout),
+		virtual:           virtual,
 	}
 	if lr.statPrefix == "" {
 		lr.statPrefix = l.Name

@@ -497,7 +497,7 @@ func (uc *upstreamConn) closeFlagged(err error, flag string) {
 func (uc *upstreamConn) run() {
 	h := uc.h
 	ctx, cancel := context.WithTimeout(context.Background(), h.connectTimeout)
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", h.key.address)
+	conn, err := h.p.dialer().DialContext(ctx, "tcp", h.key.address)
 	cancel()
 	if err != nil {
 		h.connectFailures.Inc()
