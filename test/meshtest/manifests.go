@@ -22,6 +22,9 @@ type Service struct {
 	Protocol string
 	// Endpoints are the servers.
 	Endpoints []Endpoint
+	// TrafficPolicy is the DestinationRule's trafficPolicy as YAML, its lines indented by four spaces
+	// ("    loadBalancer: ..."); none when empty.
+	TrafficPolicy string
 }
 
 // Endpoint is a server of a Service: its host:port and the version label its subset selects.
@@ -57,8 +60,12 @@ func (s Service) YAML(t testing.TB) string {
 			versions = append(versions, e.Version)
 		}
 	}
-	fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: %s\nspec:\n  host: %s\n  subsets:\n",
+	fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: %s\nspec:\n  host: %s\n",
 		s.Name, s.Host)
+	if s.TrafficPolicy != "" {
+		fmt.Fprintf(&b, "  trafficPolicy:\n%s", strings.TrimRight(s.TrafficPolicy, "\n")+"\n")
+	}
+	b.WriteString("  subsets:\n")
 	for _, v := range versions {
 		fmt.Fprintf(&b, "  - name: %s\n    labels:\n      version: %s\n", v, v)
 	}

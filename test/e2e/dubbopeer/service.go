@@ -61,11 +61,19 @@ func (s *GreetService) Reference() string { return "GreetService" }
 
 // SayHello answers with the provider's version label, so tests can tell which subset served a call.
 func (s *GreetService) SayHello(_ context.Context, name string) (string, error) {
+	if err := misbehave(MethodSayHello); err != nil {
+		return "", err
+	}
 	return s.version + ":hello " + name, nil
 }
 
 // Echo returns its argument unchanged.
-func (s *GreetService) Echo(_ context.Context, text string) (string, error) { return text, nil }
+func (s *GreetService) Echo(_ context.Context, text string) (string, error) {
+	if err := misbehave(MethodEcho); err != nil {
+		return "", err
+	}
+	return text, nil
+}
 
 // Join exercises a call with several arguments of different Hessian types.
 func (s *GreetService) Join(_ context.Context, prefix string, n int32, suffix string) (string, error) {
