@@ -2,9 +2,10 @@
 // serialized with Hessian 2.
 //
 // Decoding reads the header and, for Hessian 2 requests, the strings before the arguments (Dubbo version,
-// service path, service version, method, parameter-types descriptor); the arguments and the attachment map are
-// left in the frame and decoded only when a route asks for a key that is not there yet. Encoding rewrites the attachment
-// map alone and copies every other byte.
+// service path, service version, method, parameter-types descriptor), and for Hessian 2 responses the response
+// type; arguments, values and attachment maps are left in the frame, and a map is decoded only when a lookup
+// asks for a key that is not there yet. Encoding rewrites the attachment map of a request or a response alone
+// and copies every other byte.
 package dubbo
 
 import (
@@ -550,8 +551,8 @@ func (c *Codec) mapEntries(msg *codec.Message) (int, error) {
 	return p, nil
 }
 
-// LoadMetadata adds the attachments of msg to its metadata. Keys decoded eagerly (interface, method,
-// version) keep their header values: the header is what Dubbo itself dispatches on.
+// LoadMetadata adds the attachments of msg, a request or a response, to its metadata. A request's keys decoded
+// eagerly (interface, method, version) keep their header values: the header is what Dubbo itself dispatches on.
 func (l *loader) LoadMetadata(msg *codec.Message) error {
 	c := (*Codec)(l)
 	request := msg.Private[privState]&stHessianRequest != 0
