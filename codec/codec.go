@@ -327,6 +327,17 @@ type Codec interface {
 	ErrorReply(dst []byte, req *Message, kind ErrorKind, detail string) ([]byte, int32)
 }
 
+// ReplyEncoder is a Codec whose edit of a reply depends on the request it answers: a Dubbo server writes
+// response attachments only to clients whose requests say they can read them, so a codec adding attachments to
+// a reply must know who asked. The proxy encodes a reply's mutation with EncodeReply when the upstream codec has
+// it, and with Encode otherwise.
+type ReplyEncoder interface {
+	// EncodeReply is Encode for resp, the reply to req. req was decoded by a codec of the same protocol (the
+	// downstream connection's), and its frame is gone: only its Type, ID, Status, Private and the metadata
+	// decoded eagerly remain, so the codec keeps what it needs in Private while decoding.
+	EncodeReply(dst []byte, req, resp *Message, mutation *Mutation) ([]byte, error)
+}
+
 // Side is the end of the proxy a connection is on.
 type Side uint8
 

@@ -407,7 +407,13 @@ func (c *call) respond(uc codec.Codec, resp *codec.Message, batch *writeBatch) {
 	d := c.d
 	uc.SetID(resp, c.req.ID)
 	if c.r.resMutation != nil {
-		frame, err := uc.Encode(c.buf[:0], resp, c.r.resMutation)
+		var frame []byte
+		var err error
+		if re, ok := uc.(codec.ReplyEncoder); ok {
+			frame, err = re.EncodeReply(c.buf[:0], &c.req, resp, c.r.resMutation)
+		} else {
+			frame, err = uc.Encode(c.buf[:0], resp, c.r.resMutation)
+		}
 		if err == nil {
 			c.buf = frame
 		} else {

@@ -2,9 +2,10 @@
 // serialized with Hessian 2.
 //
 // Decoding reads the header and, for Hessian 2 requests, the strings before the arguments (Dubbo version,
-// service path, service version, method, parameter-types descriptor); the arguments and the attachment map are
-// left in the frame and decoded only when a route asks for a key that is not there yet. Encoding rewrites the attachment
-// map alone and copies every other byte.
+// service path, service version, method, parameter-types descriptor), and for Hessian 2 responses the response
+// type; arguments, values and attachment maps are left in the frame, and a map is decoded only when a lookup
+// asks for a key that is not there yet. Encoding rewrites the attachment map of a request or a response alone
+// and copies every other byte.
 package dubbo
 
 import (
@@ -45,10 +46,26 @@ const (
 	StatusThreadpoolExhausted = 100 // StatusThreadpoolExhausted is a provider out of worker threads
 )
 
-// Response types that start a Hessian 2 body with status OK and say the provider threw.
+// Response types: the int that starts the Hessian 2 body of a response with status OK
+// (org.apache.dubbo.rpc.protocol.dubbo.DubboCodec). The last three say that attachments follow.
 const (
 	responseWithException       = 0
+	responseValue               = 1
+	responseNullValue           = 2
 	responseWithExceptionAttach = 3
+	responseValueAttach         = 4
+	responseNullValueAttach     = 5
+
+	// withAttachments turns a response type into the same type with attachments.
+	withAttachments = responseWithExceptionAttach - responseWithException
+)
+
+// dubboVersionKey is the attachment a server puts in every attachment map it writes on a response: the Dubbo
+// protocol version it speaks. dubbo-go writes a response's attachments only when the map holds it, so a map
+// the codec creates starts with it too.
+const (
+	dubboVersionKey = "dubbo"
+	protocolVersion = "2.0.2"
 )
 
 // Metadata keys the codec sets eagerly. Attachments keep their own names.
@@ -77,13 +94,23 @@ const (
 	stHessianRequest = 1 << 5 // a Hessian 2 request whose head is decoded; privArgs is set
 	stBadDescriptor  = 1 << 6 // the parameter-types descriptor could not be parsed
 	stLocated        = 1 << 7 // privMapStart and privMapEnd are set
-	stArgsClassDefs  = 1 << 8 // the arguments define classes, which values in the map may use
+	stArgsClassDefs  = 1 << 8 // the values before the map define classes, which values in the map may use
 	stMapRenumbers   = 1 << 9 // the map holds references, type references or class definitions
 
 	stMapShift = 10 // two bits: how the attachment map is encoded
 	stMapMask  = 3 << stMapShift
 
-	stArgShift = 16 // the number of arguments
+	// stHessianResponse is a Hessian 2 response with status OK whose type is read; privArgs is where its
+	// value (or exception) starts.
+	stHessianResponse = 1 << 12
+	// stOldClient is a request whose Dubbo protocol version predates response attachments: its client cannot
+	// read a response type above 2.
+	stOldClient = 1 << 13
+
+	stTypeShift = 14 // three bits: the response type
+	stTypeMask  = 7 << stTypeShift
+
+	stArgShift = 20 // the number of values before the map: a request's arguments, a response's value
 )
 
 // How a request carries its attachments.
@@ -120,8 +147,9 @@ type Codec struct {
 type loader Codec
 
 var (
-	_ codec.Codec  = (*Codec)(nil)
-	_ codec.Loader = (*loader)(nil)
+	_ codec.Codec        = (*Codec)(nil)
+	_ codec.ReplyEncoder = (*Codec)(nil)
+	_ codec.Loader       = (*loader)(nil)
 )
 
 // Decode decodes the first frame in buf into msg.
@@ -185,7 +213,7 @@ func (c *Codec) Decode(buf []byte, msg *codec.Message) (int, error) {
 }
 
 // decodeResponse fills in a response. A Hessian 2 body with status OK starts with the response type, which
-// says whether the provider threw.
+// says whether the provider threw and whether attachments follow the value; those are decoded on demand.
 func (c *Codec) decodeResponse(frame []byte, msg *codec.Message, status, ser byte, event bool) {
 	msg.Status = int32(status)
 	msg.Failed = status != StatusOK
@@ -199,10 +227,25 @@ func (c *Codec) decodeResponse(frame []byte, msg *codec.Message, status, ser byt
 		return
 	}
 	c.r.reset(frame)
-	typ, _, err := c.r.readInt(headerLen)
+	typ, next, err := c.r.readInt(headerLen)
 	// A body the client cannot read is a failure too.
 	msg.Failed = err != nil || typ < 0 || typ > 5 || typ == responseWithException || typ == responseWithExceptionAttach
+	if err != nil || typ < 0 || typ > 5 {
+		return
+	}
+	values := 1
+	if typ == responseNullValue || typ == responseNullValueAttach {
+		values = 0
+	}
+	msg.Private[privState] = int(ser) | stHessianResponse | int(typ)<<stTypeShift | values<<stArgShift
+	msg.Private[privArgs] = next
+	if typ >= responseWithExceptionAttach {
+		msg.Metadata.Defer((*loader)(c), msg)
+	}
 }
+
+// responseType is the type of a response whose Private has stHessianResponse set.
+func responseType(st int) int { return (st & stTypeMask) >> stTypeShift }
 
 // decodeEvent classifies a request with the event flag. Apache Dubbo answers an event only when it is a
 // heartbeat (its data is null) and two-way; the readonly event ("R") and oneway heartbeats are never answered,
@@ -237,9 +280,13 @@ func (c *Codec) decodeEvent(frame []byte, msg *codec.Message, ser byte, twoWay b
 func (c *Codec) decodeRequestHead(frame []byte, msg *codec.Message) error {
 	r := &c.r
 	r.reset(frame)
-	p, err := r.skipStringOrNull(headerLen)
+	dubboVersion, p, _, err := r.readString(headerLen, &c.scratch)
 	if err != nil {
 		return fmt.Errorf("dubbo version: %w", err)
+	}
+	st := int(msg.Private[privState]) | stHessianRequest
+	if !readsResponseAttachments(dubboVersion) {
+		st |= stOldClient
 	}
 	for _, key := range [...]string{KeyInterface, KeyVersion, KeyMethod} {
 		s, next, _, err := r.readString(p, &c.scratch)
@@ -255,7 +302,6 @@ func (c *Codec) decodeRequestHead(frame []byte, msg *codec.Message) error {
 	if err != nil {
 		return fmt.Errorf("parameter types: %w", err)
 	}
-	st := int(msg.Private[privState]) | stHessianRequest
 	argc, ok := countArgs(desc)
 	if !ok {
 		st |= stBadDescriptor
@@ -264,6 +310,38 @@ func (c *Codec) decodeRequestHead(frame []byte, msg *codec.Message) error {
 	msg.Private[privArgs] = next
 	msg.Metadata.Defer((*loader)(c), msg)
 	return nil
+}
+
+// readsResponseAttachments reports whether a client that sends this Dubbo version in its requests can read
+// response types 3 to 5, by the rule servers apply before they write them (Apache Dubbo's
+// Version.isSupportResponseAttachment as of 2.7, and dubbo-go's): protocol version 2.0.2 or later, except
+// 2.0.10 to 2.6.2. Those are framework versions: Dubbo before 2.6.3, which brought response attachments, sent
+// its own release number there. Clients since then send the protocol version, "2.0.2". The version is
+// compared as Java's Version.getIntVersion computes it: two decimal digits per part, and a three-part version
+// multiplied by 100.
+func readsResponseAttachments(version []byte) bool {
+	v, parts, part, digits := 0, 0, 0, true
+	for i := 0; i <= len(version); i++ {
+		if i == len(version) || version[i] == '.' {
+			v = v*100 + part
+			parts++
+			part, digits = 0, true
+			continue
+		}
+		// Java keeps each part's leading digits ("2.0.2-SNAPSHOT" is 2.0.2).
+		if c := version[i]; digits && c >= '0' && c <= '9' && part < 1000 {
+			part = part*10 + int(c-'0')
+		} else {
+			digits = false
+		}
+	}
+	if len(version) == 0 || parts > 4 {
+		return false
+	}
+	if parts == 3 {
+		v *= 100
+	}
+	return v >= 2000200 && (v < 2001000 || v >= 2060300)
 }
 
 func headFieldName(key string) string {
@@ -316,7 +394,10 @@ func countArgs(desc []byte) (int, bool) {
 	return n, true
 }
 
-// locate finds the attachment map of a Hessian 2 request by skipping its arguments, once per message.
+// locate finds the attachment map of a Hessian 2 request or response by skipping the values before it (a
+// request's arguments, a response's value or exception), once per message. A response whose type says it has
+// no attachments gets an empty span just after its value: whatever follows (dubbo-go ends every response body
+// with a null) stays where it is.
 func (c *Codec) locate(msg *codec.Message) error {
 	st := msg.Private[privState]
 	if st&stLocated != 0 {
@@ -329,6 +410,7 @@ func (c *Codec) locate(msg *codec.Message) error {
 	if len(frame) < headerLen || msg.Private[privArgs] < headerLen || msg.Private[privArgs] > len(frame) {
 		return errors.New("dubbo: message does not hold the frame it was decoded from")
 	}
+	response := st&stHessianResponse != 0
 	r := &c.r
 	r.reset(frame)
 	argc := st >> stArgShift
@@ -336,6 +418,9 @@ func (c *Codec) locate(msg *codec.Message) error {
 	for i := range argc {
 		next, err := r.skipValue(p, 0)
 		if err != nil {
+			if response {
+				return fmt.Errorf("dubbo: response %d: %s: %w", msg.ID, responseValueName(responseType(st)), err)
+			}
 			return fmt.Errorf("dubbo: request %d: argument %d of %d: %w", msg.ID, i+1, argc, err)
 		}
 		p = next
@@ -345,30 +430,54 @@ func (c *Codec) locate(msg *codec.Message) error {
 	}
 	r.sawRef, r.sawClass = false, false
 	start, end, kind := p, p, mapAbsent
-	if p < len(frame) {
-		switch frame[p] {
-		case tagNull:
-			end, kind = p+1, mapNull
-		case tagMapUntyped, tagMapTyped:
-			next, err := r.skipValue(p, 0)
-			if err != nil {
-				return fmt.Errorf("dubbo: request %d: attachments: %w", msg.ID, err)
-			}
-			end, kind = next, mapUntyped
-			if frame[p] == tagMapTyped {
-				kind = mapTyped
-			}
-			if r.sawRef || r.sawClass {
-				st |= stMapRenumbers
-			}
-		default:
-			return fmt.Errorf("dubbo: request %d: expected the attachment map after %d arguments, found tag 0x%02x at offset %d",
-				msg.ID, argc, frame[p], p)
+	switch {
+	case response && responseType(st) < responseWithExceptionAttach:
+	case p < len(frame) && frame[p] == tagNull:
+		end, kind = p+1, mapNull
+	case p < len(frame) && (frame[p] == tagMapUntyped || frame[p] == tagMapTyped):
+		next, err := r.skipValue(p, 0)
+		if err != nil {
+			return fmt.Errorf("dubbo: %s %d: attachments: %w", kindName(response), msg.ID, err)
 		}
+		end, kind = next, mapUntyped
+		if frame[p] == tagMapTyped {
+			kind = mapTyped
+		}
+		if r.sawRef || r.sawClass {
+			st |= stMapRenumbers
+		}
+	case response && p >= len(frame):
+		return fmt.Errorf("dubbo: response %d: its type %d says attachments follow the %s, but the body ends at offset %d",
+			msg.ID, responseType(st), responseValueName(responseType(st)), p)
+	case response:
+		return fmt.Errorf("dubbo: response %d: expected the attachment map after the %s, found tag 0x%02x at offset %d",
+			msg.ID, responseValueName(responseType(st)), frame[p], p)
+	case p < len(frame):
+		return fmt.Errorf("dubbo: request %d: expected the attachment map after %d arguments, found tag 0x%02x at offset %d",
+			msg.ID, argc, frame[p], p)
 	}
 	msg.Private[privState] = st | stLocated | kind<<stMapShift
 	msg.Private[privMapStart], msg.Private[privMapEnd] = start, end
 	return nil
+}
+
+// responseValueName names what precedes the attachments of a response of type typ, for errors.
+func responseValueName(typ int) string {
+	switch typ {
+	case responseWithException, responseWithExceptionAttach:
+		return "exception"
+	case responseNullValue, responseNullValueAttach:
+		return "response type"
+	}
+	return "value"
+}
+
+// kindName names a message for errors.
+func kindName(response bool) string {
+	if response {
+		return "response"
+	}
+	return "request"
 }
 
 // descriptorError explains why the descriptor of msg could not be parsed; it is only needed on that path, so
@@ -442,11 +551,12 @@ func (c *Codec) mapEntries(msg *codec.Message) (int, error) {
 	return p, nil
 }
 
-// LoadMetadata adds the attachments of msg to its metadata. Keys decoded eagerly (interface, method,
-// version) keep their header values: the header is what Dubbo itself dispatches on.
+// LoadMetadata adds the attachments of msg, a request or a response, to its metadata. A request's keys decoded
+// eagerly (interface, method, version) keep their header values: the header is what Dubbo itself dispatches on.
 func (l *loader) LoadMetadata(msg *codec.Message) error {
 	c := (*Codec)(l)
-	if msg.Private[privState]&stHessianRequest == 0 {
+	request := msg.Private[privState]&stHessianRequest != 0
+	if !request && msg.Private[privState]&stHessianResponse == 0 {
 		return nil
 	}
 	if err := c.locate(msg); err != nil {
@@ -463,7 +573,7 @@ func (l *loader) LoadMetadata(msg *codec.Message) error {
 		}
 		k := c.keys.String(key)
 		_, dup := msg.Metadata.Get(k)
-		if dup && (k == KeyInterface || k == KeyMethod || k == KeyVersion || k == KeyEvent) {
+		if dup && request && (k == KeyInterface || k == KeyMethod || k == KeyVersion || k == KeyEvent) {
 			return next, nil // the header's own fields win over attachments of the same name
 		}
 		v := ""
@@ -493,45 +603,144 @@ func (c *Codec) SetID(msg *codec.Message, id uint64) {
 
 // Encode appends msg to dst with its attachments edited by mutation, and points msg.Frame at the copy. Only
 // the attachment map is re-encoded (set values are written as strings; untouched entries keep their bytes);
-// the header, the head strings and the arguments are copied as they are. Only Hessian 2 requests can be
+// every other byte is copied as it is. Hessian 2 requests and Hessian 2 responses with status OK can be
 // edited; any message is copied unchanged by an empty mutation.
+//
+// A response whose type says it has no attachments (0 to 2) gets the type with attachments (3 to 5) and a
+// map after its value. Only clients of Dubbo protocol 2.0.2 or later can read those, as every client since
+// Dubbo 2.6.3 and dubbo-go is; EncodeReply, which knows the request, leaves older clients' responses alone.
 func (c *Codec) Encode(dst []byte, msg *codec.Message, mutation *codec.Mutation) ([]byte, error) {
+	return c.encode(dst, msg, mutation, true)
+}
+
+// EncodeReply is Encode for resp, the answer to req. A server writes response attachments only to a client
+// whose requests say it can read them (Dubbo protocol 2.0.2 or later), so a mutation that would add them to a
+// response answering an older client is refused, and the response goes back as the server wrote it.
+func (c *Codec) EncodeReply(dst []byte, req, resp *codec.Message, mutation *codec.Mutation) ([]byte, error) {
+	st := req.Private[privState]
+	return c.encode(dst, resp, mutation, st&stHessianRequest == 0 || st&stOldClient == 0)
+}
+
+// encode is Encode; clientReads says whether the client can read response attachments it did not get.
+func (c *Codec) encode(dst []byte, msg *codec.Message, mutation *codec.Mutation, clientReads bool) ([]byte, error) {
 	frame := msg.Frame
 	if len(frame) < headerLen {
 		return dst, errors.New("dubbo: encode: the message holds no frame")
 	}
 	if mutation.Empty() {
-		out := append(dst, frame...)
-		msg.Frame = out[len(dst):]
-		return out, nil
+		return c.copyFrame(dst, msg), nil
 	}
 	st := msg.Private[privState]
-	if st&stHessianRequest == 0 {
-		if frame[2]&flagRequest == 0 || frame[2]&flagEvent != 0 {
-			return dst, fmt.Errorf("dubbo: encode: %s %d has no attachments to rewrite", msg.Type, msg.ID)
-		}
-		return dst, fmt.Errorf("dubbo: encode: cannot rewrite the attachments of request %d: it is serialized with id %d, and only hessian2 (2) is supported",
-			msg.ID, st&serialMask)
+	switch {
+	case st&stHessianRequest != 0:
+		return c.encodeRequest(dst, msg, mutation)
+	case st&stHessianResponse != 0:
+		return c.encodeResponse(dst, msg, mutation, clientReads)
 	}
+	return dst, refusal(msg)
+}
+
+// copyFrame appends msg's frame to dst unchanged and points msg.Frame at the copy.
+func (c *Codec) copyFrame(dst []byte, msg *codec.Message) []byte {
+	out := append(dst, msg.Frame...)
+	msg.Frame = out[len(dst):]
+	return out
+}
+
+// refusal explains why a message that is neither a Hessian 2 request nor a Hessian 2 response with status OK
+// cannot carry an edit.
+func refusal(msg *codec.Message) error {
+	frame := msg.Frame
+	flag, status, ser := frame[2], frame[3], msg.Private[privState]&serialMask
+	switch {
+	case flag&flagEvent != 0:
+		return fmt.Errorf("dubbo: encode: %s %d is an event, which has no attachments to rewrite", msg.Type, msg.ID)
+	case ser != serialHessian2:
+		return fmt.Errorf("dubbo: encode: cannot rewrite the attachments of %s %d: it is serialized with id %d, and only hessian2 (2) is supported",
+			kindName(flag&flagRequest == 0), msg.ID, ser)
+	case flag&flagRequest != 0:
+		return fmt.Errorf("dubbo: encode: request %d was not decoded by this codec", msg.ID)
+	case status != StatusOK:
+		// Dubbo servers write an error string alone as the body of such a response (ExchangeCodec).
+		return fmt.Errorf("dubbo: encode: response %d has status %d: a Dubbo response that is not OK carries an error message and no attachments",
+			msg.ID, status)
+	}
+	return fmt.Errorf("dubbo: encode: response %d: its body does not start with a response type (0 to 5), so there is nowhere to put attachments",
+		msg.ID)
+}
+
+// encodeRequest is Encode for a Hessian 2 request.
+func (c *Codec) encodeRequest(dst []byte, msg *codec.Message, mutation *codec.Mutation) ([]byte, error) {
 	if err := c.locate(msg); err != nil {
 		return dst, err
 	}
-	st = msg.Private[privState]
+	frame := msg.Frame
 	mapStart, mapEnd := msg.Private[privMapStart], msg.Private[privMapEnd]
+	out := append(dst, frame[:mapStart]...)
+	out, err := c.appendAttachments(out, msg, mutation)
+	if err != nil {
+		return dst, err
+	}
+	out = append(out, frame[mapEnd:]...)
+	return c.finish(dst, out, msg)
+}
+
+// encodeResponse is Encode for a Hessian 2 response with status OK: the header, the value and whatever follows
+// the map keep their bytes; only the response type (when attachments are added) and the map are written.
+func (c *Codec) encodeResponse(dst []byte, msg *codec.Message, mutation *codec.Mutation, clientReads bool) ([]byte, error) {
+	if err := c.locate(msg); err != nil {
+		return dst, err
+	}
+	st := msg.Private[privState]
+	typ, kind := responseType(st), (st&stMapMask)>>stMapShift
+	if kind == mapAbsent || kind == mapNull {
+		if len(mutation.Set) == 0 {
+			// Nothing to remove, and a map holding nothing would only add bytes.
+			return c.copyFrame(dst, msg), nil
+		}
+		if typ < responseWithExceptionAttach && !clientReads {
+			return dst, fmt.Errorf("dubbo: encode: response %d answers a client whose Dubbo protocol version is older than 2.0.2 and cannot read response attachments",
+				msg.ID)
+		}
+	}
+	frame := msg.Frame
+	values, mapStart, mapEnd := msg.Private[privArgs], msg.Private[privMapStart], msg.Private[privMapEnd]
+	out := append(dst, frame[:headerLen]...)
+	if typ < responseWithExceptionAttach {
+		// A one-byte Hessian int, as Java's writeByte and dubbo-go write the type.
+		out = append(out, byte(0x90+typ+withAttachments))
+	} else {
+		out = append(out, frame[headerLen:values]...)
+	}
+	out = append(out, frame[values:mapStart]...)
+	out, err := c.appendAttachments(out, msg, mutation)
+	if err != nil {
+		return dst, err
+	}
+	out = append(out, frame[mapEnd:]...)
+	return c.finish(dst, out, msg)
+}
+
+// appendAttachments appends the located attachment map of msg, edited by mutation, to out. A message without
+// a map (or with a null one) gets a new map; on a response, that map starts with the protocol version, as a
+// server's does.
+func (c *Codec) appendAttachments(out []byte, msg *codec.Message, mutation *codec.Mutation) ([]byte, error) {
+	st := msg.Private[privState]
 	kind := (st & stMapMask) >> stMapShift
 	renumbers := st&stMapRenumbers != 0
+	frame := msg.Frame
+	what := kindName(st&stHessianResponse != 0)
 
 	c.written = c.written[:0]
 	for range mutation.Set {
 		c.written = append(c.written, false)
 	}
-	out := append(dst, frame[:mapStart]...)
 	if kind == mapUntyped || kind == mapTyped {
 		entries, err := c.mapEntries(msg)
 		if err != nil {
-			return dst, err
+			return out, err
 		}
-		out = append(out, frame[mapStart:entries]...)
+		out = append(out, frame[msg.Private[privMapStart]:entries]...)
 		err = c.walkMap(msg, func(key []byte, keyOK bool, k0, v0 int) (int, error) {
 			v1, err := c.r.skipValue(v0, 0)
 			if err != nil {
@@ -544,8 +753,8 @@ func (c *Codec) Encode(dst []byte, msg *codec.Message, mutation *codec.Mutation)
 			set := lastSet(mutation, key)
 			drop := removes(mutation, key)
 			if (set >= 0 || drop) && renumbers && !isScalarTag(frame[v0]) {
-				return 0, fmt.Errorf("dubbo: encode: cannot rewrite attachment %q of request %d: its value is a collection or object and the map holds references that would be renumbered",
-					key, msg.ID)
+				return 0, fmt.Errorf("dubbo: encode: cannot rewrite attachment %q of %s %d: its value is a collection or object and the map holds references that would be renumbered",
+					key, what, msg.ID)
 			}
 			switch {
 			case drop:
@@ -559,10 +768,13 @@ func (c *Codec) Encode(dst []byte, msg *codec.Message, mutation *codec.Mutation)
 			return v1, nil
 		})
 		if err != nil {
-			return dst, fmt.Errorf("dubbo: encode: request %d: attachments: %w", msg.ID, err)
+			return out, fmt.Errorf("dubbo: encode: %s %d: attachments: %w", what, msg.ID, err)
 		}
 	} else {
 		out = append(out, tagMapUntyped)
+		if st&stHessianResponse != 0 && lastSetString(mutation, dubboVersionKey) < 0 && !removesString(mutation, dubboVersionKey) {
+			out = appendString(appendString(out, dubboVersionKey), protocolVersion)
+		}
 	}
 	for i, kv := range mutation.Set {
 		if c.written[i] || lastSetString(mutation, kv.Key) != i || removesString(mutation, kv.Key) {
@@ -570,18 +782,25 @@ func (c *Codec) Encode(dst []byte, msg *codec.Message, mutation *codec.Mutation)
 		}
 		out = appendString(appendString(out, kv.Key), kv.Value)
 	}
-	out = append(out, tagEnd)
-	out = append(out, frame[mapEnd:]...)
+	return append(out, tagEnd), nil
+}
 
+// finish fixes the body length of the frame encoded at out[len(dst):] and decodes it into msg, which leaves
+// msg consistent with the new bytes: offsets, and attachments loaded on demand.
+func (c *Codec) finish(dst, out []byte, msg *codec.Message) ([]byte, error) {
+	what := kindName(msg.Private[privState]&stHessianResponse != 0)
 	bodyLen := len(out) - len(dst) - headerLen
 	if bodyLen > c.maxBody {
-		return dst, fmt.Errorf("dubbo: encode: request %d: body length %d exceeds limit %d", msg.ID, bodyLen, c.maxBody)
+		return dst, fmt.Errorf("dubbo: encode: %s %d: body length %d exceeds limit %d", what, msg.ID, bodyLen, c.maxBody)
 	}
 	binary.BigEndian.PutUint32(out[len(dst)+12:], uint32(bodyLen))
-	// Decoding the new frame leaves msg consistent with it: offsets, and attachments loaded on demand.
+	orig := msg.Frame
 	msg.Reset()
 	if _, err := c.Decode(out[len(dst):], msg); err != nil {
-		return dst, fmt.Errorf("dubbo: encode: re-encoded request does not decode: %w", err)
+		// The message must still describe the frame it held: the proxy sends that one when an edit fails.
+		msg.Reset()
+		_, _ = c.Decode(orig, msg)
+		return dst, fmt.Errorf("dubbo: encode: re-encoded %s does not decode: %w", what, err)
 	}
 	return out, nil
 }

@@ -300,52 +300,103 @@ func TestDecodeResponse(t *testing.T) {
 		typ    codec.MessageType
 		status int32
 		failed bool
+		meta   map[string]string // the response's attachments, decoded on demand
 	}{
 		{"value", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusOK, "pong")
-		}, codec.Response, 20, false},
+		}, codec.Response, 20, false, nil},
 		{"null value", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusOK, nil)
-		}, codec.Response, 20, false},
+		}, codec.Response, 20, false, nil},
 		{"exception", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusOK, hessian.NewResponse(nil, errors.New("boom"), nil))
-		}, codec.Response, 20, true},
+		}, codec.Response, 20, true, nil},
 		{"value with attachments", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusOK, hessian.NewResponse(&user{Name: "u"}, nil, withAttachments))
-		}, codec.Response, 20, false},
+		}, codec.Response, 20, false, withAttachments},
 		{"null with attachments", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusOK, hessian.NewResponse(nil, nil, withAttachments))
-		}, codec.Response, 20, false},
+		}, codec.Response, 20, false, withAttachments},
 		{"exception with attachments", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusOK, hessian.NewResponse(nil, errors.New("boom"), withAttachments))
-		}, codec.Response, 20, true},
+		}, codec.Response, 20, true, withAttachments},
+		{"attachment values of several types, an object defined by the value", func(t testing.TB) []byte {
+			friend := &user{Name: "f"}
+			body := encodeValues(t, int32(responseValueAttach), &user{Name: "u", Friends: []*user{friend}},
+				map[any]any{"n": int32(7), "ok": true, "who": &user{Name: "attached"}, "s": "t"})
+			return rawFrame(0x02, StatusOK, 3, append(body, 'N'))
+		}, codec.Response, 20, false, map[string]string{"n": "7", "ok": "true", "s": "t"}},
 		{"service error 70", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusServiceError, hessian.NewResponse(nil, errors.New("failed"), nil))
-		}, codec.Response, 70, true},
+		}, codec.Response, 70, true, nil},
 		{"client timeout 30", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusClientTimeout, hessian.NewResponse(nil, errors.New("late"), nil))
-		}, codec.Response, 30, true},
+		}, codec.Response, 30, true, nil},
 		{"threadpool exhausted 100", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageResponse, 3, StatusThreadpoolExhausted, hessian.NewResponse(nil, errors.New("busy"), nil))
-		}, codec.Response, 100, true},
+		}, codec.Response, 100, true, nil},
 		{"unreadable response type", func(t testing.TB) []byte {
 			return rawFrame(0x02, StatusOK, 3, []byte{'S'})
-		}, codec.Response, 20, true},
+		}, codec.Response, 20, true, nil},
+		{"response type out of range", func(t testing.TB) []byte {
+			return rawFrame(0x02, StatusOK, 3, encodeValues(t, int32(6), "x"))
+		}, codec.Response, 20, true, nil},
 		{"heartbeat response", func(t testing.TB) []byte {
 			return libResponse(t, hessian.PackageHeartbeat, 3, StatusOK, nil)
-		}, codec.HeartbeatResponse, 20, false},
+		}, codec.HeartbeatResponse, 20, false, nil},
 		{"kryo response is read at the header only", func(t testing.TB) []byte {
 			return rawFrame(0x08, StatusOK, 3, []byte{0x00})
-		}, codec.Response, 20, false},
+		}, codec.Response, 20, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			msg := decodeOne(t, newCodec(t), tt.frame(t))
+			c := newCodec(t)
+			msg := decodeOne(t, c, tt.frame(t))
 			if msg.Type != tt.typ || msg.ID != 3 || msg.Status != tt.status || msg.Failed != tt.failed {
 				t.Errorf("got %v id %d status %d failed %v; want %v 3 %d %v", msg.Type, msg.ID, msg.Status, msg.Failed, tt.typ, tt.status, tt.failed)
 			}
-			if msg.Metadata.Len() != 0 {
-				t.Errorf("responses carry no metadata, got %d keys", msg.Metadata.Len())
+			if msg.Private[privState]&stLocated != 0 {
+				t.Error("the attachments were located during Decode")
+			}
+			want := tt.meta
+			if want == nil {
+				want = map[string]string{}
+			}
+			if got := metadata(t, msg); !maps.Equal(got, want) {
+				t.Errorf("metadata\n got %v\nwant %v", got, want)
+			}
+		})
+	}
+}
+
+// TestLazyResponseAttachmentErrors checks that a response whose attachments cannot be read says why, on the
+// first lookup, while its type and status stay as decoded.
+func TestLazyResponseAttachmentErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		body []byte
+		err  string
+	}{
+		{"body ends after the value", encodeValues(t, int32(responseValueAttach), "pong"),
+			"dubbo: response 3: its type 4 says attachments follow the value, but the body ends at offset 22"},
+		{"not a map after the exception", encodeValues(t, int32(responseWithExceptionAttach), "boom", "oops"),
+			"dubbo: response 3: expected the attachment map after the exception, found tag 0x04"},
+		{"truncated value", append(encodeValues(t, int32(responseValueAttach)), 0x05, 'p'),
+			"dubbo: response 3: value: hessian2: value runs past the end of the body"},
+		{"truncated map", append(encodeValues(t, int32(responseNullValueAttach)), 'H', 0x01, 'k'),
+			"dubbo: response 3: attachments: hessian2: value runs past the end"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := decodeOne(t, newCodec(t), rawFrame(0x02, StatusOK, 3, tt.body))
+			if msg.Type != codec.Response || msg.Status != StatusOK {
+				t.Fatalf("decoded as %v status %d", msg.Type, msg.Status)
+			}
+			if _, ok := msg.Metadata.Get("k"); ok {
+				t.Fatal("found a key in unreadable attachments")
+			}
+			if err := msg.Metadata.Err(); err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("Err() = %v, want %q", err, tt.err)
 			}
 		})
 	}
@@ -747,11 +798,23 @@ func TestEncodeRefusals(t *testing.T) {
 		frame []byte
 		err   string
 	}{
-		{"response", libResponse(t, hessian.PackageResponse, 4, StatusOK, "x"), "dubbo: encode: response 4 has no attachments to rewrite"},
-		{"heartbeat", rawFrame(0xe2, 0, 4, []byte{'N'}), "heartbeat 4 has no attachments"},
-		{"fastjson request", rawFrame(0xc6, 0, 4, []byte(`"x"`)), "serialized with id 6, and only hessian2 (2) is supported"},
+		{"heartbeat", rawFrame(0xe2, 0, 4, []byte{'N'}), "dubbo: encode: heartbeat 4 is an event, which has no attachments to rewrite"},
+		{"heartbeat response", libResponse(t, hessian.PackageHeartbeat, 4, StatusOK, nil), "heartbeat_response 4 is an event"},
+		{"readonly event", rawFrame(0xa2, 0, 4, encodeValues(t, "R")), "oneway 4 is an event"},
+		{"fastjson request", rawFrame(0xc6, 0, 4, []byte(`"x"`)), "attachments of request 4: it is serialized with id 6, and only hessian2 (2) is supported"},
 		{"renumbering", rawFrame(0xc2, 0, 4, refMap), `cannot rewrite attachment "a" of request 4`},
-		{"too large", libRequest(t, hessian.PackageRequest_TwoWay, 4, echoService, []any{strings.Repeat("x", 850)}, nil), "exceeds limit 1100"},
+		{"too large", libRequest(t, hessian.PackageRequest_TwoWay, 4, echoService, []any{strings.Repeat("x", 850)}, nil), "request 4: body length 1263 exceeds limit 1100"},
+		{"response with status 70", libResponse(t, hessian.PackageResponse, 4, StatusServiceError, hessian.NewResponse(nil, errors.New("failed"), nil)),
+			"dubbo: encode: response 4 has status 70: a Dubbo response that is not OK carries an error message and no attachments"},
+		{"response with status 100", libResponse(t, hessian.PackageResponse, 4, StatusThreadpoolExhausted, hessian.NewResponse(nil, errors.New("busy"), nil)),
+			"response 4 has status 100"},
+		{"kryo response", rawFrame(0x08, StatusOK, 4, []byte{0x00}), "attachments of response 4: it is serialized with id 8, and only hessian2 (2) is supported"},
+		{"response type unreadable", rawFrame(0x02, StatusOK, 4, []byte{'S'}), "response 4: its body does not start with a response type (0 to 5)"},
+		{"response attachments unreadable", rawFrame(0x02, StatusOK, 4, encodeValues(t, int32(responseValueAttach), "pong", "oops")),
+			"expected the attachment map after the value, found tag 0x04"},
+		{"response renumbering", rawFrame(0x02, StatusOK, 4, append(encodeValues(t, int32(responseNullValueAttach)), refMap[len(encodeValues(t, "2.0.2", "s", "", "m", "")):]...)),
+			`cannot rewrite attachment "a" of response 4`},
+		{"response too large", libResponse(t, hessian.PackageResponse, 4, StatusOK, strings.Repeat("x", 1080)), "response 4: body length 1103 exceeds limit 1100"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -768,6 +831,10 @@ func TestEncodeRefusals(t *testing.T) {
 			}
 			if string(out) != "dst" {
 				t.Errorf("dst changed on error: %q", out)
+			}
+			// The proxy sends the message as it was when an edit fails.
+			if !bytes.Equal(msg.Frame, tt.frame) || msg.ID != 4 {
+				t.Errorf("a refused edit changed the message: frame equal %v, id %d", bytes.Equal(msg.Frame, tt.frame), msg.ID)
 			}
 		})
 	}

@@ -34,6 +34,16 @@ func seedFrames(t testing.TB) map[string][]byte {
 		"no-attachments": rawFrame(0xc2, 0, 9, encodeValues(t, "2.0.2", "svc.S", "", "m", "Ljava/lang/String;", "arg")),
 		"typed-map": rawFrame(0xc2, 0, 10, append(append(encodeValues(t, "2.0.2", "s", "", "m", ""), 'M'),
 			append(encodeValues(t, "java.util.TreeMap", "k", int32(1)), 'Z')...)),
+		"old-client": rawFrame(0xc2, 0, 11, encodeValues(t, "2.5.3", "svc.S", "", "m", "Ljava/lang/String;", "arg",
+			map[string]string{"k": "v"})),
+		// Responses as a dubbo-go provider writes them (no attachments, a trailing null) and with attachments.
+		"response-value": libResponse(t, hessian.PackageResponse, 12, StatusOK, "pong"),
+		"response-null-attachments": libResponse(t, hessian.PackageResponse, 13, StatusOK,
+			hessian.NewResponse(nil, nil, map[string]string{"dubbo": "2.0.2", "k": "v"})),
+		"response-exception-attachments": libResponse(t, hessian.PackageResponse, 14, StatusOK,
+			hessian.NewResponse(nil, errors.New("boom"), map[string]string{"dubbo": "2.0.2"})),
+		"response-pojo-object-attachment": rawFrame(0x02, StatusOK, 15, append(encodeValues(t, int32(responseValueAttach),
+			&user{Name: "u"}, map[any]any{"who": &user{Name: "a"}, "s": "t"}), 'N')),
 	}
 }
 
@@ -151,6 +161,9 @@ func checkDecoded(t *testing.T, msg *codec.Message) {
 	case codec.Request:
 		checkErrorReply(t, c, orig)
 	}
+	if msg.Type == codec.Response {
+		checkResponseEdit(t, frame)
+	}
 	if msg.Type != codec.Request && msg.Type != codec.Oneway || msg.Metadata.Err() != nil {
 		return
 	}
@@ -183,6 +196,66 @@ func checkDecoded(t *testing.T, msg *codec.Message) {
 		b, _ := enc.Metadata.Get(k)
 		if a != b {
 			t.Fatalf("%s changed from %q to %q", k, a, b)
+		}
+	}
+}
+
+// checkResponseEdit edits a response's attachments, as a client that reads them and one that does not: when
+// the edit is accepted, the set key is there, the removed one is not, and the header's fields, the value and
+// whatever follows the map keep their bytes; when it is refused, the message still holds the frame.
+func checkResponseEdit(t *testing.T, frame []byte) {
+	for _, version := range []string{"2.0.2", "2.5.3"} {
+		c := newCodec(t)
+		req := &codec.Message{}
+		if _, err := c.Decode(rawFrame(0xc2, 0, 1, encodeValues(t, version, "s", "", "m", "")), req); err != nil {
+			t.Fatal(err)
+		}
+		resp := &codec.Message{}
+		if _, err := c.Decode(bytes.Clone(frame), resp); err != nil {
+			t.Fatal(err)
+		}
+		before := snapshot(resp)
+		mut := &codec.Mutation{Set: []codec.KeyValue{{Key: "fz-set", Value: "v😀"}}, Remove: []string{"fz-rm"}}
+		out, err := c.EncodeReply([]byte("dst"), req, resp, mut)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "dubbo: ") || !bytes.Equal(resp.Frame, frame) || string(out) != "dst" {
+				t.Fatalf("refused edit (%v) changed the message or dst", err)
+			}
+			continue
+		}
+		if string(out[:3]) != "dst" || !bytes.Equal(resp.Frame, out[3:]) {
+			t.Fatal("Encode did not append the frame it points the message at")
+		}
+		enc := &codec.Message{}
+		ec := newCodec(t)
+		if _, err := ec.Decode(bytes.Clone(out[3:]), enc); err != nil {
+			t.Fatalf("edited response does not decode: %v", err)
+		}
+		if enc.Type != resp.Type || enc.ID != resp.ID || enc.Status != resp.Status || enc.Failed != resp.Failed {
+			t.Fatalf("edited response decodes to %v %d %d %v; was %q", enc.Type, enc.ID, enc.Status, enc.Failed, before[0])
+		}
+		if v, ok := enc.Metadata.Get("fz-set"); !ok || v != "v😀" {
+			t.Fatalf("fz-set = %q, %v (%v)", v, ok, enc.Metadata.Err())
+		}
+		if _, ok := enc.Metadata.Get("fz-rm"); ok {
+			t.Fatal("fz-rm still there")
+		}
+		orig := &codec.Message{}
+		oc := newCodec(t)
+		if _, err := oc.Decode(frame, orig); err != nil {
+			t.Fatal(err)
+		}
+		if err := oc.locate(orig); err != nil {
+			t.Fatalf("edited a response whose attachments cannot be located: %v", err)
+		}
+		if err := ec.locate(enc); err != nil {
+			t.Fatal(err)
+		}
+		edited := out[3:]
+		if !bytes.Equal(edited[:12], frame[:12]) ||
+			!bytes.Equal(edited[enc.Private[privArgs]:enc.Private[privMapStart]], frame[orig.Private[privArgs]:orig.Private[privMapStart]]) ||
+			!bytes.Equal(edited[enc.Private[privMapEnd]:], frame[orig.Private[privMapEnd]:]) {
+			t.Fatal("bytes outside the response type and the attachments changed")
 		}
 	}
 }

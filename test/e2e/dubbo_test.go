@@ -312,6 +312,123 @@ func TestDubboRequestMutation(t *testing.T) {
 	}
 }
 
+// TestDubboResponseMutation checks that attachments a route sets on responses reach a real consumer, which
+// reads them from the response while the answer stays intact: added to the attachments a dubbo-go provider
+// sends, and to a response that had none (a provider of Dubbo before 2.6.3); that routes without a mutation
+// add nothing; and that a client whose requests carry a Dubbo version older than 2.0.2 gets the response as
+// the provider wrote it, since it cannot read response attachments.
+func TestDubboResponseMutation(t *testing.T) {
+	t.Parallel()
+	v1, legacy := dubbopeer.StartProvider(t, "v1"), dubbopeer.StartLegacyProvider(t)
+	cl := greetCluster("v1", endpointOf(v1))
+	legacyCluster := proxy.Cluster{Name: "outbound|20880|legacy|" + greetHost, Endpoints: []proxy.Endpoint{{Address: legacy.Addr}}}
+	mutation := []codec.KeyValue{{Key: "x-served-by", Value: "meltemi"}, {Key: "x-route", Value: "mutated"}}
+	toLegacy := proxy.Route{Name: "legacy", Cluster: legacyCluster.Name, ResponseMutation: mutation,
+		Match: []proxy.MetadataMatcher{{Key: "x-legacy", Kind: proxy.MatchExact, Value: "yes"}}}
+	toV1 := proxy.Route{Name: "mutated", Cluster: cl.Name, ResponseMutation: mutation,
+		Match: []proxy.MetadataMatcher{{Key: "method", Kind: proxy.MatchRegex, Value: "sayHello|echo"}}}
+	px := startProxy(t, &proxy.Config{
+		Listeners: []proxy.Listener{dubboListener(inbound, toLegacy, toV1, toCluster(cl.Name))},
+		Clusters:  []proxy.Cluster{cl, legacyCluster},
+	})
+	c := dubbopeer.NewConsumer(t, px.Addr(inbound))
+	ctx := ctxTimeout(t)
+
+	big := strings.Repeat("0123456789abcdef", 4096) // 64 KiB
+	unicode := "héllo ☃ " + strings.Repeat("𝄞", 300)
+	// A server puts the protocol version in every attachment map it writes; so does the proxy when it writes
+	// the first.
+	mutated := map[string]string{"x-served-by": "meltemi", "x-route": "mutated", "dubbo": "2.0.2"}
+	tests := []struct {
+		name string
+		call func(ctx context.Context) (string, error)
+		want string
+		atts map[string]string // the response attachments the consumer reads; nil for none of the mutation's
+	}{
+		{"sayHello", func(ctx context.Context) (string, error) { return c.SayHello(ctx, "meltemi") }, "v1:hello meltemi", mutated},
+		{"echo 64 KiB", func(ctx context.Context) (string, error) { return c.Echo(ctx, big) }, big, mutated},
+		{"echo outside the BMP", func(ctx context.Context) (string, error) { return c.Echo(ctx, unicode) }, unicode, mutated},
+		{"echo empty", func(ctx context.Context) (string, error) { return c.Echo(ctx, "") }, "", mutated},
+		{"a provider that sends no attachments", func(ctx context.Context) (string, error) {
+			ctx = dubbopeer.WithAttachments(ctx, map[string]string{"x-legacy": "yes"})
+			return c.SayHello(ctx, "old")
+		}, "legacy:hello old", mutated},
+		{"a route without a mutation", func(ctx context.Context) (string, error) { return c.Join(ctx, "a", 1, "b") }, "v1:a-1-b", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			callCtx, resp := dubbopeer.WithResponseAttachments(ctx)
+			got, err := tt.call(callCtx)
+			if err != nil {
+				t.Fatalf("call failed: %v", err)
+			}
+			if got != tt.want {
+				t.Fatalf("answer = %q (%d bytes); want %q (%d bytes)", clip(got), len(got), clip(tt.want), len(tt.want))
+			}
+			atts := resp.Get()
+			if atts == nil {
+				t.Fatal("the consumer filter saw no response")
+			}
+			t.Logf("response attachments: %v", atts)
+			for k, v := range tt.atts {
+				if atts[k] != v {
+					t.Errorf("response attachment %q = %q; want %q (consumer read %v)", k, atts[k], v, atts)
+				}
+			}
+			if tt.atts == nil {
+				if _, ok := atts["x-served-by"]; ok {
+					t.Errorf("a route without a response mutation added attachments: %v", atts)
+				}
+			}
+		})
+	}
+
+	// On the wire. The dubbo-go provider answers a client of protocol 2.0.2 with RESPONSE_VALUE_WITH_ATTACHMENTS
+	// (the request's attachments, echoed), which the route edits, and one that sends an older version with
+	// RESPONSE_VALUE, which stays as it is. The legacy provider always answers RESPONSE_VALUE, which becomes
+	// RESPONSE_VALUE_WITH_ATTACHMENTS for a client of protocol 2.0.2.
+	rc := dubbopeer.DialRaw(t, px.Addr(inbound))
+	for i, tt := range []struct {
+		provider string
+		version  string
+		wantType int32
+		atts     map[string]string
+	}{
+		{"v1", "2.0.2", 4, mutated},
+		{"v1", "2.5.3", 1, nil},
+		{"legacy", "2.0.2", 4, mutated},
+		{"legacy", "2.5.3", 1, nil},
+	} {
+		id := uint64(100 + i)
+		var route map[string]string
+		if tt.provider == "legacy" {
+			route = map[string]string{"x-legacy": "yes"}
+		}
+		rc.Write(dubbopeer.RequestFrameVersion(tt.version, id, true, dubbopeer.MethodSayHello, []any{"raw"}, route))
+		f := rc.ReadFrame()
+		if f.ID != id || f.Status != dubbopeer.StatusOK {
+			t.Fatalf("%s, dubbo %s: reply %v; want id %d status 20", tt.provider, tt.version, f, id)
+		}
+		typ, err := f.ResponseType()
+		if err != nil || typ != tt.wantType {
+			t.Errorf("%s, dubbo %s: response type %d (%v); want %d", tt.provider, tt.version, typ, err, tt.wantType)
+		}
+		if v, err := f.Value(); err != nil || v != tt.provider+":hello raw" {
+			t.Errorf("%s, dubbo %s: value %v (%v); want the provider's answer", tt.provider, tt.version, v, err)
+		}
+		atts, err := f.Attachments()
+		if err != nil || tt.atts == nil && atts != nil {
+			t.Errorf("%s, dubbo %s: attachments %v (%v); want none", tt.provider, tt.version, atts, err)
+		}
+		for k, v := range tt.atts {
+			if atts[k] != v {
+				t.Errorf("%s, dubbo %s: response attachment %q = %q; want %q (reply carries %v)", tt.provider, tt.version, k,
+					atts[k], v, atts)
+			}
+		}
+	}
+}
+
 // TestDubboOneway checks that oneway requests reach the provider and that the proxy answers none of them.
 func TestDubboOneway(t *testing.T) {
 	t.Parallel()

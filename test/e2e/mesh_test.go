@@ -199,7 +199,8 @@ const downstreamConnections = "meltemi_proxy_downstream_connections_total"
 
 // testMeshRouting checks routing set only by a MetaRouter: by method (exact, and regex that matches whole
 // values), by an attachment the consumer sets, to subsets and to the whole service, a weighted split, a
-// request mutation that reaches the provider, and the error a request no route matches gets.
+// request mutation that reaches the provider, a response mutation that reaches the consumer, and the error a
+// request no route matches gets.
 func testMeshRouting(t *testing.T, bin string) {
 	block := meshtest.NewNet()
 	g := newGreetService(t, block, 1)
@@ -217,6 +218,7 @@ func testMeshRouting(t *testing.T, bin string) {
 		to("v1") + "      weight: 20\n" + to("v2") + "      weight: 80\n" +
 		"  - name: any-version\n" + match("x-any", "exact", "yes") + "    route:\n" + to("") +
 		"  - name: hello\n" + match("method", "exact", "sayHello") + "    route:\n" + to("v1") +
+		"    responseMutation:\n    - key: x-meltemi-route\n      value: hello\n" +
 		"  - name: join\n" + match("method", "regex", "jo[a-z]+") + "    route:\n" + to("v2") +
 		// A regex matches the whole value: this one never matches "inspect".
 		"  - name: unanchored\n" + match("method", "regex", "nspec") + "    route:\n" + to("v2") +
@@ -279,6 +281,24 @@ func testMeshRouting(t *testing.T, bin string) {
 			if r.Attachments[k] != v {
 				t.Errorf("attachment %q = %q; want %q (provider saw %v)", k, r.Attachments[k], v, r.Attachments)
 			}
+		}
+	})
+
+	t.Run("response mutation reaches the consumer", func(t *testing.T) {
+		callCtx, resp := dubbopeer.WithResponseAttachments(ctx)
+		if v, err := hello(callCtx, c, "answered"); err != nil || v != "v1" {
+			t.Fatalf("answered by %q (%v); want v1", v, err)
+		}
+		if got := resp.Get()["x-meltemi-route"]; got != "hello" {
+			t.Errorf("response attachment x-meltemi-route = %q; want hello (consumer read %v)", got, resp.Get())
+		}
+		// The join route has no response mutation.
+		callCtx, resp = dubbopeer.WithResponseAttachments(ctx)
+		if _, err := c.Join(callCtx, "x", 1, "y"); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := resp.Get()["x-meltemi-route"]; ok {
+			t.Errorf("a route without a response mutation: x-meltemi-route = %q", got)
 		}
 	})
 

@@ -45,9 +45,49 @@ func (contextAttachments) Invoke(ctx context.Context, invoker base.Invoker, inv 
 	return invoker.Invoke(ctx, inv)
 }
 
-func (contextAttachments) OnResponse(_ context.Context, res result.Result, _ base.Invoker,
+// OnResponse hands the attachments of the response to a call made with WithResponseAttachments. A consumer
+// filter is where dubbo-go shows them: Connection.CallUnary returns only the error.
+func (contextAttachments) OnResponse(ctx context.Context, res result.Result, _ base.Invoker,
 	_ base.Invocation) result.Result {
+	if sink, ok := ctx.Value(responseAttachmentsKey{}).(*ResponseAttachments); ok && res != nil {
+		sink.record(res.Attachments())
+	}
 	return res
+}
+
+// responseAttachmentsKey is the context key of a call's ResponseAttachments.
+type responseAttachmentsKey struct{}
+
+// ResponseAttachments are the string attachments the response to one call carried, as the consumer read them.
+type ResponseAttachments struct {
+	mu  sync.Mutex
+	got map[string]string
+}
+
+// WithResponseAttachments returns a context whose call records the attachments of its response in the
+// returned ResponseAttachments.
+func WithResponseAttachments(ctx context.Context) (context.Context, *ResponseAttachments) {
+	sink := &ResponseAttachments{}
+	return context.WithValue(ctx, responseAttachmentsKey{}, sink), sink
+}
+
+func (r *ResponseAttachments) record(attachments map[string]any) {
+	got := map[string]string{}
+	for k, v := range attachments {
+		if s, ok := v.(string); ok {
+			got[k] = s
+		}
+	}
+	r.mu.Lock()
+	r.got = got
+	r.mu.Unlock()
+}
+
+// Get returns the attachments recorded; nil until a response arrived.
+func (r *ResponseAttachments) Get() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.got
 }
 
 // WithAttachments returns a context whose calls carry attachments, in addition to any ctx already carries.

@@ -54,6 +54,16 @@ func TestConsumerCallsProviderDirectly(t *testing.T) {
 				r, r.SortedKeys())
 		}
 	})
+	t.Run("response attachments", func(t *testing.T) {
+		// dubbo-go v3.3.1 providers answer a client of protocol 2.0.2 with the request's attachments.
+		callCtx, resp := WithResponseAttachments(WithAttachments(ctx, map[string]string{"x-test": "yes"}))
+		if _, err := c.SayHello(callCtx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Get(); got["dubbo"] != "2.0.2" || got["x-test"] != "yes" {
+			t.Fatalf("response attachments %v; want dubbo=2.0.2 and x-test=yes among them", got)
+		}
+	})
 	t.Run("oneway", func(t *testing.T) {
 		if err := c.Notify(ctx, "ping-1"); err != nil {
 			t.Fatal(err)

@@ -79,6 +79,56 @@ func (f Frame) Value() (any, error) {
 	return nil, fmt.Errorf("unknown response type %v", kind)
 }
 
+// ResponseType returns the Hessian int that starts the body of a response with status 20: 1 for a value, 4
+// for a value followed by attachments, and so on.
+func (f Frame) ResponseType() (int32, error) {
+	kind, err := hessian.NewDecoder(f.Body).Decode()
+	if err != nil {
+		return 0, err
+	}
+	typ, ok := kind.(int32)
+	if !ok {
+		return 0, fmt.Errorf("response type %v (%T) is not an int", kind, kind)
+	}
+	return typ, nil
+}
+
+// Attachments decodes the attachments of a response with status 20 whose type says it has them; nil when it
+// has none.
+func (f Frame) Attachments() (map[string]string, error) {
+	dec := hessian.NewDecoder(f.Body)
+	kind, err := dec.Decode()
+	if err != nil {
+		return nil, fmt.Errorf("response type: %w", err)
+	}
+	switch kind {
+	case int32(3), int32(4):
+		if _, err := dec.Decode(); err != nil {
+			return nil, fmt.Errorf("value: %w", err)
+		}
+	case int32(5):
+	default:
+		return nil, nil
+	}
+	raw, err := dec.Decode()
+	if err != nil {
+		return nil, fmt.Errorf("attachments: %w", err)
+	}
+	m, ok := raw.(map[any]any)
+	if !ok {
+		return nil, fmt.Errorf("attachments are a %T, not a map", raw)
+	}
+	out := map[string]string{}
+	for k, v := range m {
+		ks, kok := k.(string)
+		vs, vok := v.(string)
+		if kok && vok {
+			out[ks] = vs
+		}
+	}
+	return out, nil
+}
+
 // Header returns a Dubbo header with the given fields.
 func Header(flag, status byte, id uint64, bodyLen uint32) []byte {
 	h := make([]byte, HeaderSize)
@@ -96,6 +146,13 @@ func HeartbeatFrame(id uint64) []byte {
 // RequestFrame returns a request for a method of Interface, two-way or oneway, as a Java or Go consumer
 // writes it: version, path, service version, method, parameter types, arguments, then the attachments.
 func RequestFrame(id uint64, twoWay bool, method string, args []any, attachments map[string]string) []byte {
+	return RequestFrameVersion("2.0.2", id, twoWay, method, args, attachments)
+}
+
+// RequestFrameVersion is RequestFrame with another Dubbo version in the body: consumers since Dubbo 2.6.3
+// send the protocol version, 2.0.2; older ones sent their release number (2.5.3, say).
+func RequestFrameVersion(dubboVersion string, id uint64, twoWay bool, method string, args []any,
+	attachments map[string]string) []byte {
 	var types strings.Builder
 	for _, a := range args {
 		switch a.(type) {
@@ -116,7 +173,7 @@ func RequestFrame(id uint64, twoWay bool, method string, args []any, attachments
 		atts[k] = v
 	}
 	enc := hessian.NewEncoder()
-	fields := []any{"2.0.2", Interface, "", method, types.String()}
+	fields := []any{dubboVersion, Interface, "", method, types.String()}
 	fields = append(fields, args...)
 	fields = append(fields, atts)
 	for _, f := range fields {
