@@ -100,7 +100,7 @@ func (h *host) DialCluster(ctx context.Context, cluster string) (net.Conn, error
 	}
 	return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 }
-func (h *host) Logger() *slog.Logger            { return slog.New(slog.DiscardHandler) }
+func (h *host) Logger() *slog.Logger           { return slog.New(slog.DiscardHandler) }
 func (h *host) Metrics() prometheus.Registerer { return h.metrics }
 
 // exchange is a filter.Exchange that reports how the filter decided.
