@@ -56,9 +56,8 @@ func newLimiter(s settings) *limiter {
 	return l
 }
 
-// Provision registers the filter's metrics and starts connecting to the rate limit service's cluster, an
-// endpoint of whatever config the proxy serves when the dial happens (the cluster may come in the very
-// config being applied).
+// Provision registers the filter's metrics and prepares the connection to the rate limit service's cluster,
+// to an endpoint of whatever config the proxy serves when it is dialled.
 func (l *limiter) Provision(h filter.Host) error {
 	if lg := h.Logger(); lg != nil {
 		l.log = lg
@@ -82,17 +81,17 @@ func (l *limiter) Provision(h filter.Host) error {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second,
 		}}),
-		// A check waits 20 ms by default, less than a connection takes to set up on a busy machine: the
-		// connection is kept up rather than dropped when idle, and opened before the first check.
+		// A check waits 20 ms by default, about what a connection takes to set up on a busy machine: once up,
+		// the connection is kept rather than dropped when idle.
 		grpc.WithIdleTimeout(0),
 	)
 	if err != nil {
 		return fmt.Errorf("rateLimitService.grpcService.envoyGrpc.clusterName %q: %w", cluster, err)
 	}
+	// No dial yet: the cluster may come in the very config being applied, which the proxy serves only once
+	// every filter of it is provisioned. The first check dials, and waits for the connection within its
+	// timeout.
 	l.conn, l.client = conn, rlsv3.NewRateLimitServiceClient(conn)
-	// When the cluster comes in the config being applied, this first dial fails and the retry, 100 ms
-	// later, finds it.
-	conn.Connect()
 	return nil
 }
 
