@@ -98,10 +98,13 @@ func (l *limiter) Provision(h filter.Host) error {
 // OnRequest lets a request the match does not select pass at once, and holds a selected one while the rate
 // limit service is asked about it.
 func (l *limiter) OnRequest(ex filter.Exchange) filter.Status {
-	md := &ex.Request().Metadata
-	if !l.match.Matches(md) {
+	msg := ex.Request()
+	// A held stream INIT would lose the frames its client sends before it is forwarded (see the proxy's
+	// known limits): streams are not checked until the proxy keeps them.
+	if msg.Type == codec.StreamInit || !l.match.Matches(&msg.Metadata) {
 		return filter.Continue
 	}
+	md := &msg.Metadata
 	// Envoy skips a descriptor it cannot fill, and with no descriptor left it asks nothing: a request that
 	// lacks a property passes unchecked.
 	for i := range l.descriptors {

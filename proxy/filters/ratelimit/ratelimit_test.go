@@ -111,6 +111,10 @@ type exchange struct {
 
 func newExchange(kv ...string) *exchange {
 	ex := &exchange{decided: make(chan string, 2)}
+	ex.msg.Type = codec.Request
+	if len(kv) > 0 && kv[0] == "stream" {
+		ex.msg.Type, kv = codec.StreamInit, kv[1:]
+	}
 	for i := 0; i+1 < len(kv); i += 2 {
 		ex.msg.Metadata.Set(kv[i], kv[i+1])
 	}
@@ -291,6 +295,8 @@ func TestDecisions(t *testing.T) {
 			false, []string{"method", "bye", "user", "ann"}, "reply over_limit: " + overLimitDetail, true, "over_limit"},
 		{"a property missing: not checked", config(match), answerCode(rlsv3.RateLimitResponse_OVER_LIMIT),
 			false, []string{"method", "sayHello"}, "continue", false, ""},
+		{"a stream: not checked", config(match), answerCode(rlsv3.RateLimitResponse_OVER_LIMIT),
+			false, []string{"stream", "method", "sayHello", "user", "ann"}, "continue", false, ""},
 		{"service error, failure mode allow", config(match), failing,
 			false, []string{"method", "sayHello", "user", "ann"}, "resume", true, "failure_mode_allowed"},
 		{"service error, failure mode deny", config(match + `,"failureModeDeny":true`), failing,
