@@ -32,8 +32,11 @@ vet:
 unit:
 	$(GO) test -race -count=1 ./...
 
+# Servers some tests need (redis-server, Envoy's rate limit service) are installed by hack/test-peers.sh,
+# which prints the variables that tell the tests where they are.
 e2e:
-	@for m in $(TEST_MODULES); do echo "e2e $$m"; (cd $$m && $(GO) test -mod=mod -count=1 -timeout 15m ./...) || exit 1; done
+	@peers="$$(GO="$(GO)" ./hack/test-peers.sh)" || exit 1; export $$peers; \
+	for m in $(TEST_MODULES); do echo "e2e $$m"; (cd $$m && $(GO) test -mod=mod -count=1 -timeout 15m ./...) || exit 1; done
 
 ## fuzz: run every fuzz target for FUZZTIME each.
 fuzz:

@@ -11,6 +11,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/codec/trpc"
 	"github.com/meltemi-mesh/meltemi/proxy/filter"
 	"github.com/meltemi-mesh/meltemi/proxy/filters/localratelimit"
+	"github.com/meltemi-mesh/meltemi/proxy/filters/ratelimit"
 )
 
 // Plugins are the codecs and request filters a binary offers. Nothing registers itself from init: a binary
@@ -31,6 +32,7 @@ func Builtins() Plugins {
 		},
 		Filters: []filter.Registration{
 			localratelimit.Registration(),
+			ratelimit.Registration(),
 		},
 	}
 }

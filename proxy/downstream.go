@@ -382,58 +382,140 @@ func (d *downstream) close() {
 
 // exchange carries a request through the filter chain.
 type exchange struct {
-	d       *downstream
-	lr      *listenerRuntime
-	msg     *codec.Message
-	start   time.Time
-	next    int
-	replied bool
-	paused  bool
-	buf     *[]byte     // scratch: the connection's on the read loop, the exchange's own once paused
-	batch   *writeBatch // the read loop's batch; nil once paused
-	own     []byte
+	d     *downstream
+	lr    *listenerRuntime
+	msg   *codec.Message
+	start time.Time
+	next  int
+	// state is one of the ex* states. A filter may decide from another goroutine before its OnRequest has
+	// returned (an answer from a rate-limit service can be that quick), so Reply and Resume go through it.
+	state atomic.Int32
+	// The reply asked for while the filter ran, sent by the goroutine running the chain.
+	replyKind   codec.ErrorKind
+	replyDetail string
+	buf         *[]byte     // scratch: the connection's on the read loop, the exchange's own once held
+	batch       *writeBatch // the read loop's batch; nil once held
+	own         []byte
 }
+
+// States of an exchange.
+const (
+	// exRunning: a filter's OnRequest runs, on the goroutine running the chain.
+	exRunning int32 = iota
+	// exReplyAsked: Reply was called while the filter ran; the chain's goroutine sends the reply.
+	exReplyAsked
+	// exResumeAsked: Resume was called while the filter ran; the chain's goroutine goes on.
+	exResumeAsked
+	// exHeld: a filter returned Stop and has not decided; the request is detached from the connection's
+	// buffers, and whoever calls Reply or Resume carries it out.
+	exHeld
+	// exDone: answered, or handed to the router.
+	exDone
+)
 
 var _ filter.Exchange = (*exchange)(nil)
 
 func (ex *exchange) Request() *codec.Message { return ex.msg }
 
 func (ex *exchange) Reply(kind codec.ErrorKind, detail string) {
-	if ex.replied {
-		return
+	for {
+		switch ex.state.Load() {
+		case exRunning:
+			// Read only after the swap succeeds, by the goroutine that then sees exReplyAsked.
+			ex.replyKind, ex.replyDetail = kind, detail
+			if ex.state.CompareAndSwap(exRunning, exReplyAsked) {
+				return
+			}
+		case exHeld:
+			if ex.state.CompareAndSwap(exHeld, exDone) {
+				ex.reply(kind, detail)
+				ex.d.releaseHold()
+				return
+			}
+		default:
+			return // decided already
+		}
 	}
-	ex.replied = true
-	ex.d.localReply(ex.lr, ex.msg, kind, kind.ResponseFlag(), detail, ex.start, len(ex.msg.Frame), ex.buf,
-		ex.batch)
 }
 
 // Reroute is a no-op: the router matches after the filters have run, so it always sees their changes.
 func (ex *exchange) Reroute() {}
 
 func (ex *exchange) Resume() {
-	if !ex.paused || ex.replied {
-		return
+	for {
+		switch ex.state.Load() {
+		case exRunning:
+			if ex.state.CompareAndSwap(exRunning, exResumeAsked) {
+				return
+			}
+		case exHeld:
+			if ex.state.CompareAndSwap(exHeld, exRunning) {
+				ex.run(ex.next)
+				ex.d.releaseHold()
+				return
+			}
+		default:
+			return
+		}
 	}
-	ex.paused = false
-	ex.run(ex.next)
 }
 
-// run continues the chain at filter i.
+func (ex *exchange) reply(kind codec.ErrorKind, detail string) {
+	ex.d.localReply(ex.lr, ex.msg, kind, kind.ResponseFlag(), detail, ex.start, len(ex.msg.Frame), ex.buf,
+		ex.batch)
+}
+
+// run continues the chain at filter i. The exchange is in state exRunning.
 func (ex *exchange) run(i int) {
 	for ; i < len(ex.lr.filters); i++ {
-		if ex.lr.filters[i].OnRequest(ex) == filter.Stop {
-			if !ex.replied {
-				// The filter will resume later, after the read loop has reused the frame: keep a copy.
-				ex.detach()
-				ex.next, ex.paused = i+1, true
-			}
+		st := ex.lr.filters[i].OnRequest(ex)
+		if ex.decided() {
 			return
 		}
-		if ex.replied {
+		if ex.state.Load() == exResumeAsked {
+			ex.state.Store(exRunning)
+			continue
+		}
+		if st == filter.Continue {
+			continue
+		}
+		// The filter will decide later, after the read loop has reused the frame: keep a copy, and count the
+		// request as in flight so that the connection stays open for its answer.
+		ex.detach()
+		ex.next = i + 1
+		ex.d.inflight.Add(1)
+		if ex.state.CompareAndSwap(exRunning, exHeld) {
 			return
 		}
+		// The filter decided while the request was being copied; this goroutine carries it out. The request
+		// is still counted (or the read loop is running), so the connection cannot close meanwhile.
+		done := ex.decided()
+		ex.d.inflight.Add(-1)
+		if done {
+			return
+		}
+		ex.state.Store(exRunning) // exResumeAsked
 	}
+	ex.state.Store(exDone)
 	ex.d.route(ex.lr, ex.msg, ex.start, ex.buf, ex.batch)
+}
+
+// decided sends the reply a filter asked for while it ran, and reports whether there was one.
+func (ex *exchange) decided() bool {
+	if ex.state.Load() != exReplyAsked {
+		return false
+	}
+	ex.state.Store(exDone)
+	ex.reply(ex.replyKind, ex.replyDetail)
+	return true
+}
+
+// releaseHold ends the count of a request a filter held; the connection closes if it was the last thing it
+// waited for.
+func (d *downstream) releaseHold() {
+	if d.inflight.Add(-1) == 0 && d.readDone.Load() {
+		d.close()
+	}
 }
 
 // detach copies the request out of the connection's buffers, all metadata decoded.

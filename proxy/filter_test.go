@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"testing"
@@ -191,5 +192,99 @@ func TestUnchangedFiltersSurviveUpdates(t *testing.T) {
 	update(`{"a":2}`, "127.0.0.1:2")
 	if builds[`{"a":1}`] != 1 || builds[`{"a":2}`] != 1 {
 		t.Fatalf("filter builds = %v, want each config built once", builds)
+	}
+}
+
+// asyncFilter decides every request from another goroutine, the way a filter waiting for a rate-limit
+// service does. With early set it waits until that goroutine has decided before returning Stop, so the
+// decision always comes before the proxy has copied the request out of the connection's buffer; without it
+// the decision races with the return. Requests whose method is "deny" are answered, the rest resumed.
+type asyncFilter struct{ early bool }
+
+func (f *asyncFilter) OnRequest(ex filter.Exchange) filter.Status {
+	deny := false
+	if m, _ := ex.Request().Metadata.Get("method"); m == "deny" {
+		deny = true
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if deny {
+			ex.Reply(codec.OverLimit, "denied")
+		} else {
+			ex.Resume()
+		}
+	}()
+	if f.early {
+		<-done
+	}
+	return filter.Stop
+}
+
+// TestFilterDecidesFromAnotherGoroutine pipelines requests through a filter that resumes or answers each from
+// another goroutine, before and after its OnRequest returns: every request must get its one answer.
+func TestFilterDecidesFromAnotherGoroutine(t *testing.T) {
+	for _, early := range []bool{true, false} {
+		t.Run(fmt.Sprintf("early=%v", early), func(t *testing.T) {
+			up := startServer(t, "127.0.0.1:0", "up")
+			filters, err := filter.NewRegistry(filter.Registration{Name: "test.async",
+				New: func(json.RawMessage) (filter.Filter, error) { return &asyncFilter{early: early}, nil }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			codecs, _ := codec.NewRegistry(dubbo.Registration())
+			p, err := proxy.New(proxy.Options{Codecs: codecs, Filters: filters, Metrics: prometheus.NewRegistry(),
+				Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Close() })
+			l := listener(proxy.Route{Cluster: "c"})
+			l.Filters = []proxy.FilterConfig{{Name: "test.async"}, {Name: "test.async"}}
+			if err := p.Update(&proxy.Config{Listeners: []proxy.Listener{l},
+				Clusters: []proxy.Cluster{clusterOf("c", up.addr())}}); err != nil {
+				t.Fatal(err)
+			}
+			conn, err := net.Dial("tcp", p.ListenerAddr("dubbo").String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(20 * time.Second))
+			const n = 200
+			var batch []byte
+			for id := uint64(1); id <= n; id++ {
+				method := "sayHello"
+				if id%3 == 0 {
+					method = "deny"
+				}
+				batch = append(batch, request(id, "greet", method, fmt.Sprint(id))...)
+			}
+			if _, err := conn.Write(batch); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(conn)
+			seen := map[uint64]bool{}
+			for range n {
+				r, err := readFrame(br)
+				if err != nil {
+					t.Fatalf("after %d answers: %v", len(seen), err)
+				}
+				if seen[r.id] {
+					t.Fatalf("request %d answered twice", r.id)
+				}
+				seen[r.id] = true
+				want := byte(20)
+				if r.id%3 == 0 {
+					want = dubbo.ErrorStatus(codec.OverLimit)
+				}
+				if r.status != want {
+					t.Errorf("request %d: status %d, want %d", r.id, r.status, want)
+				}
+			}
+			if got := up.requests.Load(); got != n-n/3 {
+				t.Errorf("upstream got %d requests, want %d", got, n-n/3)
+			}
+		})
 	}
 }

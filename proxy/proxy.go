@@ -204,6 +204,9 @@ func (p *Proxy) dialer() *net.Dialer {
 // Logger is where the proxy and its filters log (filter.Host).
 func (p *Proxy) Logger() *slog.Logger { return p.log }
 
+// Metrics is the registry the proxy's metrics are in, where filters register theirs (filter.Host).
+func (p *Proxy) Metrics() prometheus.Registerer { return p.opts.Metrics }
+
 var _ filter.Host = (*Proxy)(nil)
 
 // ListenerAddr returns the bound address of the named listener (useful with port 0), or nil.

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	networking "istio.io/api/networking/v1"
@@ -66,6 +67,20 @@ type Service struct {
 	Subsets []*Subset
 	// Router is the MetaRouter of this host, nil when none.
 	Router *MetaRouter
+	// RateLimitService is the service the Router's globalRateLimit asks; nil when there is none, or when its
+	// rateLimitService names no service port of the mesh (a problem says so, and the limit is not served).
+	RateLimitService *RateLimitService
+}
+
+// RateLimitService is the service port a globalRateLimit's rateLimitService names: a gRPC port of a
+// ServiceEntry, not a meta-protocol one.
+type RateLimitService struct {
+	// Cluster is the name as written, Istio's outbound|PORT|SUBSET|HOST.
+	Cluster string
+	Service *Service
+	Port    *Port
+	// Subset is the DestinationRule subset the name selects; nil for the whole service.
+	Subset *Subset
 }
 
 // Address is one address of a service.
@@ -579,6 +594,12 @@ func (b *builder) routers() {
 		default:
 			svc.Router = mr
 		}
+		if g := mr.Spec.GlobalRateLimit; g != nil {
+			rls := b.rateLimitService(r, g.RateLimitService)
+			if svc != nil && svc.Router == mr {
+				svc.RateLimitService = rls
+			}
+		}
 		for i, route := range mr.Spec.Routes {
 			for j, d := range route.Route {
 				b.checkDestination(r, fmt.Sprintf("spec.routes[%d].route[%d].destination", i, j), d.Destination.Host,
@@ -590,6 +611,53 @@ func (b *builder) routers() {
 		}
 		b.keep(r)
 	}
+}
+
+// rateLimitService resolves a globalRateLimit's rateLimitService, Istio's cluster name of a service port of
+// the mesh, and reports an error when it names none: the filter would then ask a cluster no proxy has.
+func (b *builder) rateLimitService(r *reporter, cluster string) *RateLimitService {
+	const field = "spec.globalRateLimit.rateLimitService"
+	parts := strings.Split(cluster, "|")
+	if len(parts) != 4 || parts[0] != "outbound" || parts[3] == "" {
+		r.errorf(field, "%q is not a cluster name of the form outbound|PORT|SUBSET|HOST; the global rate limit is not served",
+			cluster)
+		return nil
+	}
+	number, err := strconv.ParseUint(parts[1], 10, 16)
+	if err != nil || number == 0 {
+		r.errorf(field, "%q: port %q is not a port number; the global rate limit is not served", cluster, parts[1])
+		return nil
+	}
+	host := parts[3]
+	svc := b.snap.byHost[host]
+	if svc == nil {
+		r.errorf(field, "%q: no ServiceEntry defines host %q; the global rate limit is not served", cluster, host)
+		return nil
+	}
+	port := svc.Port(uint32(number))
+	switch {
+	case port == nil:
+		r.errorf(field, "%q: host %q has no port %d; the global rate limit is not served", cluster, host, number)
+		return nil
+	case port.MetaProtocol():
+		r.errorf(field, "%q: port %d of host %q is a meta-protocol port (%s), but a rate limit service speaks gRPC; "+
+			"the global rate limit is not served", cluster, number, host, port.App)
+		return nil
+	}
+	out := &RateLimitService{Cluster: cluster, Service: svc, Port: port}
+	var labels map[string]string
+	if name := parts[2]; name != "" {
+		if out.Subset = svc.Subset(name); out.Subset == nil {
+			r.errorf(field, "%q: host %q has no subset %q in a DestinationRule; the global rate limit is not served",
+				cluster, host, name)
+			return nil
+		}
+		labels = out.Subset.Labels
+	}
+	if len(port.EndpointsFor(labels)) == 0 {
+		r.warnf(field, "%q has no endpoints: every check fails, and the failure mode (denyOnFail) decides", cluster)
+	}
+	return out
 }
 
 // checkDestination warns about a route destination that would fail every request it gets.

@@ -505,3 +505,92 @@ func TestHashAndVersion(t *testing.T) {
 		t.Errorf("equal inputs built different listeners")
 	}
 }
+
+func TestGlobalRateLimitService(t *testing.T) {
+	const host = "demo.example"
+	rls := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: rls, namespace: istio-system}
+spec:
+  hosts: [rate-limit-server.istio-system.svc.cluster.local]
+  ports:
+  - {number: 8081, name: grpc, protocol: GRPC}
+  - {number: 9000, name: tcp-dubbo-admin}
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.5, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: rls, namespace: istio-system}
+spec:
+  host: rate-limit-server.istio-system.svc.cluster.local
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+`
+	router := func(cluster string) string {
+		return fmt.Sprintf(`apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: demo, namespace: demo}
+spec:
+  hosts: [%s]
+  globalRateLimit:
+    domain: production
+    rateLimitService: %q
+    descriptors: [{property: method, descriptorKey: method}]
+`, host, cluster)
+	}
+	const field = "spec.globalRateLimit.rateLimitService"
+	tests := []struct {
+		name, cluster string
+		sev           model.Severity // of the one problem; ignored when msg is empty
+		msg           string
+		subset        string
+	}{
+		{name: "whole service", cluster: "outbound|8081||rate-limit-server.istio-system.svc.cluster.local"},
+		{name: "a subset", cluster: "outbound|8081|v1|rate-limit-server.istio-system.svc.cluster.local", subset: "v1"},
+		{"a subset without endpoints", "outbound|8081|v2|rate-limit-server.istio-system.svc.cluster.local",
+			model.SeverityWarning, "has no endpoints: every check fails", "v2"},
+		{"not a cluster name", "rate-limit-server:8081", model.SeverityError,
+			"not a cluster name of the form outbound|PORT|SUBSET|HOST", ""},
+		{"inbound", "inbound|8081||", model.SeverityError, "not a cluster name of the form", ""},
+		{"bad port", "outbound|grpc||rate-limit-server.istio-system.svc.cluster.local", model.SeverityError,
+			`port "grpc" is not a port number`, ""},
+		{"unknown host", "outbound|8081||nowhere.example", model.SeverityError,
+			`no ServiceEntry defines host "nowhere.example"`, ""},
+		{"unknown port", "outbound|8082||rate-limit-server.istio-system.svc.cluster.local", model.SeverityError,
+			"has no port 8082", ""},
+		{"a meta-protocol port", "outbound|9000||rate-limit-server.istio-system.svc.cluster.local",
+			model.SeverityError, "is a meta-protocol port (dubbo), but a rate limit service speaks gRPC", ""},
+		{"unknown subset", "outbound|8081|v9|rate-limit-server.istio-system.svc.cluster.local",
+			model.SeverityError, `has no subset "v9"`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			snap, problems := build(t, localOpts, serviceEntry("demo", host, ""), rls, router(tt.cluster))
+			got := snap.Service(host).RateLimitService
+			// Subset v2 selecting nothing is always warned about (the service has a meta-protocol port).
+			switch {
+			case tt.msg == "":
+				wantCount(t, problems, 0, 1)
+			case tt.sev == model.SeverityError:
+				wantProblem(t, problems, tt.sev, field, tt.msg)
+				wantCount(t, problems, 1, 1)
+			default:
+				wantProblem(t, problems, tt.sev, field, tt.msg)
+				wantCount(t, problems, 0, 2)
+			}
+			if tt.msg != "" && tt.sev == model.SeverityError {
+				if got != nil {
+					t.Errorf("resolved to %+v despite the error", got)
+				}
+				return
+			}
+			if got == nil || got.Cluster != tt.cluster || got.Port.Number != 8081 ||
+				got.Service.Host != "rate-limit-server.istio-system.svc.cluster.local" {
+				t.Fatalf("resolved to %+v", got)
+			}
+			if (got.Subset == nil) != (tt.subset == "") || got.Subset != nil && got.Subset.Name != tt.subset {
+				t.Errorf("subset %+v, want %q", got.Subset, tt.subset)
+			}
+		})
+	}
+}

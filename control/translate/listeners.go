@@ -73,9 +73,8 @@ func listener(l model.Listener) (*listenerv3.Listener, error) {
 	}, nil
 }
 
-// metaProtocolFilters is the service's filter chain: its MetaRouter's local rate limit, then the router.
-// A global rate limit is not translated yet: it names a rate limit service's cluster that nothing here
-// produces.
+// metaProtocolFilters is the service's filter chain: its MetaRouter's local rate limit, its global rate limit
+// (ratelimit.go), then the router.
 func metaProtocolFilters(svc *model.Service) ([]*mppv1alpha.MetaProtocolFilter, error) {
 	var out []*mppv1alpha.MetaProtocolFilter
 	if svc.Router != nil {
@@ -90,6 +89,11 @@ func metaProtocolFilters(svc *model.Service) ([]*mppv1alpha.MetaProtocolFilter, 
 			}
 			out = append(out, &mppv1alpha.MetaProtocolFilter{Name: LocalRateLimitFilter, Config: config})
 		}
+	}
+	if grl, err := globalRateLimitFilter(svc); err != nil {
+		return nil, err
+	} else if grl != nil {
+		out = append(out, grl)
 	}
 	router, err := typed(&routerv1alpha.Router{})
 	if err != nil {

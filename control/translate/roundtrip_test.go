@@ -22,6 +22,9 @@ import (
 	"github.com/meltemi-mesh/meltemi/codec"
 	"github.com/meltemi-mesh/meltemi/control/translate"
 	"github.com/meltemi-mesh/meltemi/proxy"
+	"github.com/meltemi-mesh/meltemi/proxy/filter"
+	"github.com/meltemi-mesh/meltemi/proxy/filters/localratelimit"
+	"github.com/meltemi-mesh/meltemi/proxy/filters/ratelimit"
 	"github.com/meltemi-mesh/meltemi/proxy/xds"
 )
 
@@ -56,6 +59,15 @@ func TestRoundTrip(t *testing.T) {
 			checkClusters(t, res, tr.Config)
 		})
 	}
+}
+
+func builtinFilters(t *testing.T) *filter.Registry {
+	t.Helper()
+	reg, err := filter.NewRegistry(localratelimit.Registration(), ratelimit.Registration())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg
 }
 
 func byName[M any](list []M, name func(M) string) map[string]M {
@@ -101,6 +113,12 @@ func checkListeners(t *testing.T, res *translate.Resources, cfg *proxy.Config) {
 			gotFilters = append(gotFilters, f.Name)
 			if len(f.Config) == 0 {
 				t.Errorf("listener %s: filter %s lost its config", l.GetName(), f.Name)
+			}
+			// The proxy's own filter must take the config as the xDS client hands it over.
+			if reg, ok := builtinFilters(t).Lookup(f.Name); !ok {
+				t.Errorf("listener %s: filter %s is not a built-in filter", l.GetName(), f.Name)
+			} else if _, err := reg.New(f.Config); err != nil {
+				t.Errorf("listener %s: filter %s refuses its config %s: %v", l.GetName(), f.Name, f.Config, err)
 			}
 		}
 		if !slices.Equal(gotFilters, wantFilters) {

@@ -158,6 +158,12 @@ func translate(s *model.Snapshot, sc scope) (*Resources, error) {
 		out.Clusters = append(out.Clusters, cs...)
 		out.Endpoints = append(out.Endpoints, las...)
 	}
+	cs, las, err := rateLimitClusters(sc.services)
+	if err != nil {
+		return nil, err
+	}
+	out.Clusters = append(out.Clusters, cs...)
+	out.Endpoints = append(out.Endpoints, las...)
 	slices.SortFunc(out.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(out.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(out.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.GetName(), b.GetName()) })

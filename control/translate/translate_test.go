@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	localratelimitv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/filters/local_ratelimit/v1alpha"
+	ratelimitv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/filters/ratelimit/v1alpha"
 	routerv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/filters/router/v1alpha"
 	mppv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/v1alpha"
 	"github.com/meltemi-mesh/meltemi/codec"
@@ -56,6 +57,7 @@ var cases = []struct {
 	{"custom-protocol", "an ApplicationProtocol with its own codec; by port name and by port protocol"},
 	{"shared-address", "two hosts on one ServiceEntry sharing two addresses"},
 	{"local-ratelimit", "a MetaRouter with a local rate limit only: the filter before the router, the default route"},
+	{"global-ratelimit", "local and global rate limits, and the rate limit service's gRPC cluster (HTTP/2) sent beside the services'"},
 	{"multiple-services", "several services: localities, weights, DNS, a workload selector, a cross-service route"},
 	{"several-protocols", "Thrift, bRPC (port named brpc: not a meta-protocol port), tRPC by port protocol, auto"},
 }
@@ -276,13 +278,16 @@ const (
 	metaProtocolType   = "type.googleapis.com/aeraki.meta_protocol_proxy.v1alpha.MetaProtocolProxy"
 	routerType         = "type.googleapis.com/aeraki.meta_protocol_proxy.filters.router.v1alpha.Router"
 	localRateLimitType = "type.googleapis.com/aeraki.meta_protocol_proxy.filters.local_ratelimit.v1alpha.LocalRateLimit"
+	rateLimitType      = "type.googleapis.com/aeraki.meta_protocol_proxy.filters.ratelimit.v1alpha.RateLimit"
+	httpOptionsType    = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 // TestTypeURLs checks that every resource and every Any inside one has the exact type URL a data plane
 // expects, decodes with the Go types registered for it, and that extensions carry the config their name
 // calls for.
 func TestTypeURLs(t *testing.T) {
-	known := map[string]bool{metaProtocolType: true, routerType: true, localRateLimitType: true}
+	known := map[string]bool{metaProtocolType: true, routerType: true, localRateLimitType: true, rateLimitType: true,
+		httpOptionsType: true}
 	seen := map[string]bool{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -341,6 +346,7 @@ func checkFilters(t *testing.T, listener string, filters []*mppv1alpha.MetaProto
 	want := map[string]proto.Message{
 		"aeraki.meta_protocol.filters.router":          &routerv1alpha.Router{},
 		"aeraki.meta_protocol.filters.local_ratelimit": &localratelimitv1alpha.LocalRateLimit{},
+		"aeraki.meta_protocol.filters.ratelimit":       &ratelimitv1alpha.RateLimit{},
 	}
 	if len(filters) == 0 || filters[len(filters)-1].GetName() != "aeraki.meta_protocol.filters.router" {
 		t.Errorf("listener %s: the router is not the last filter", listener)

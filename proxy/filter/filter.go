@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meltemi-mesh/meltemi/codec"
 )
 
@@ -50,6 +52,9 @@ type Exchange interface {
 	Reroute()
 	// Resume continues the chain after a filter returned Stop.
 	Resume()
+	// Reply and Resume may be called from any goroutine, even before the OnRequest that returned Stop has
+	// returned: the proxy then acts on the call once it has copied the request out of the connection's
+	// buffer.
 }
 
 // Provisioner is a Filter that needs the proxy's services beyond its config (a rate-limit filter that calls
@@ -66,6 +71,10 @@ type Host interface {
 	DialCluster(ctx context.Context, cluster string) (net.Conn, error)
 	// Logger is where filters log.
 	Logger() *slog.Logger
+	// Metrics is where filters register their metrics. A filter is built anew whenever its config changes,
+	// so a filter registering a collector that an earlier instance registered must reuse the registered
+	// one (prometheus.AlreadyRegisteredError.ExistingCollector).
+	Metrics() prometheus.Registerer
 }
 
 // A filter that is also an io.Closer is closed once no config being served uses it: after an update that

@@ -6,6 +6,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/codec"
 	"github.com/meltemi-mesh/meltemi/proxy/filter"
+	"github.com/meltemi-mesh/meltemi/proxy/filter/headermatch"
 )
 
 // overLimitDetail is the text of the local reply; the codec decides how it reaches the client.
@@ -20,7 +21,7 @@ type limiter struct {
 
 // condition gives the requests its matchers all select their own bucket.
 type condition struct {
-	match  []matcher // empty: every request
+	match  headermatch.All // empty: every request
 	bucket *bucket
 }
 
@@ -39,15 +40,10 @@ func (l *limiter) OnRequest(ex filter.Exchange) filter.Status {
 
 // bucketFor returns the bucket a request draws from, or nil when it is not limited.
 func (l *limiter) bucketFor(md *codec.Metadata) *bucket {
-next:
 	for i := range l.conditions {
-		c := &l.conditions[i]
-		for j := range c.match {
-			if !c.match[j].matches(md) {
-				continue next
-			}
+		if c := &l.conditions[i]; c.match.Matches(md) {
+			return c.bucket
 		}
-		return c.bucket
 	}
 	return l.global
 }

@@ -399,3 +399,26 @@ func run(n int, f func()) {
 	start.Done()
 	done.Wait()
 }
+
+// loader is a codec.Loader that adds an attachment on first use, as the Dubbo codec does.
+type loader struct{ calls int }
+
+func (l *loader) LoadMetadata(msg *codec.Message) error {
+	l.calls++
+	msg.Metadata.Add("env", "canary")
+	return nil
+}
+
+func TestMatcherLoadsDeferredMetadata(t *testing.T) {
+	l, _ := newTestFilter(t, `{"conditions":[{"match":{"metadata":[{"name":"env","exactMatch":"canary"}]},
+		"tokenBucket":{"maxTokens":1,"fillInterval":"3600s"}}]}`)
+	ex := request("method", "m")
+	ld := &loader{}
+	ex.msg.Metadata.Defer(ld, &ex.msg)
+	if !allowed(t, l, ex) || allowed(t, l, ex) {
+		t.Error("the condition on a deferred key did not select its bucket")
+	}
+	if ld.calls != 1 {
+		t.Errorf("loader ran %d times, want 1", ld.calls)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	lrlv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/filters/local_ratelimit/v1alpha"
 	"github.com/meltemi-mesh/meltemi/proxy/filter"
+	"github.com/meltemi-mesh/meltemi/proxy/filter/headermatch"
 )
 
 // Name is the filter's name in a MetaProtocolProxy's meta_protocol_filters, as Aeraki writes it.
@@ -65,14 +66,11 @@ func build(cfg *lrlv1alpha.LocalRateLimit, now func() time.Duration) (*limiter, 
 	for i, c := range cfg.GetConditions() {
 		path := fmt.Sprintf("conditions[%d]", i)
 		cond := condition{}
-		for j, h := range c.GetMatch().GetMetadata() {
-			m, err := compileMatcher(h)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s.match.metadata[%d].%w", path, j, err))
-				continue
-			}
-			cond.match = append(cond.match, m)
+		match, err := headermatch.CompileAll(c.GetMatch().GetMetadata())
+		if err != nil {
+			errs = append(errs, prefixed(path+".match.", err))
 		}
+		cond.match = match
 		if c.GetTokenBucket() == nil {
 			// Aeraki would build an empty bucket that refuses everything the condition selects; a condition
 			// without a bucket is far more likely a mistake than a way to write "deny".
@@ -127,4 +125,16 @@ func newBucket(tb *typev3.TokenBucket, path string) (*bucket, error) {
 			"lengthen fillInterval", path, fill, interval)
 	}
 	return newFullBucket(maxTokens, fill, interval), nil
+}
+
+// prefixed puts prefix before each of the errors err joins, so that every one names its field in full.
+func prefixed(prefix string, err error) error {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			errs = append(errs, fmt.Errorf("%s%w", prefix, e))
+		}
+		return errors.Join(errs...)
+	}
+	return fmt.Errorf("%s%w", prefix, err)
 }

@@ -1,9 +1,11 @@
-package localratelimit
+package headermatch
 
 import (
+	"strings"
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meltemi-mesh/meltemi/codec"
@@ -82,12 +84,12 @@ func TestMatcher(t *testing.T) {
 		if err := protojson.Unmarshal([]byte(tt.matcher), h); err != nil {
 			t.Fatalf("%s: %v", tt.matcher, err)
 		}
-		m, err := compileMatcher(h)
+		m, err := Compile(h)
 		if err != nil {
 			t.Errorf("%s: %v", tt.matcher, err)
 			continue
 		}
-		if got := m.matches(md); got != tt.want {
+		if got := m.Matches(md); got != tt.want {
 			t.Errorf("%s matches = %v, want %v", tt.matcher, got, tt.want)
 		}
 	}
@@ -102,16 +104,58 @@ func (l *loader) LoadMetadata(msg *codec.Message) error {
 	return nil
 }
 
-func TestMatcherLoadsDeferredMetadata(t *testing.T) {
-	l, _ := newTestFilter(t, `{"conditions":[{"match":{"metadata":[{"name":"env","exactMatch":"canary"}]},
-		"tokenBucket":{"maxTokens":1,"fillInterval":"3600s"}}]}`)
-	ex := request("method", "m")
+func TestAll(t *testing.T) {
+	compile := func(t *testing.T, js ...string) All {
+		t.Helper()
+		var hs []*routev3.HeaderMatcher
+		for _, j := range js {
+			h := &routev3.HeaderMatcher{}
+			if err := protojson.Unmarshal([]byte(j), h); err != nil {
+				t.Fatal(err)
+			}
+			hs = append(hs, h)
+		}
+		a, err := CompileAll(hs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	msg := &codec.Message{}
+	msg.Metadata.Set("method", "sayHello")
 	ld := &loader{}
-	ex.msg.Metadata.Defer(ld, &ex.msg)
-	if !allowed(t, l, ex) || allowed(t, l, ex) {
-		t.Error("the condition on a deferred key did not select its bucket")
+	msg.Metadata.Defer(ld, msg)
+	tests := []struct {
+		name     string
+		matchers []string
+		want     bool
+	}{
+		{"no matchers: every request", nil, true},
+		{"all hold", []string{`{"name":"method","exactMatch":"sayHello"}`, `{"name":"env","exactMatch":"canary"}`}, true},
+		{"one fails", []string{`{"name":"method","exactMatch":"sayHello"}`, `{"name":"env","exactMatch":"prod"}`}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := compile(t, tt.matchers...).Matches(&msg.Metadata); got != tt.want {
+				t.Errorf("Matches = %v, want %v", got, tt.want)
+			}
+		})
 	}
 	if ld.calls != 1 {
-		t.Errorf("loader ran %d times, want 1", ld.calls)
+		t.Errorf("the deferred metadata was loaded %d times, want once", ld.calls)
+	}
+}
+
+func TestCompileAllErrors(t *testing.T) {
+	hs := []*routev3.HeaderMatcher{{Name: "ok"}, {}, {Name: "re", HeaderMatchSpecifier: &routev3.HeaderMatcher_SafeRegexMatch{
+		SafeRegexMatch: &matcherv3.RegexMatcher{Regex: "("}}}}
+	_, err := CompileAll(hs)
+	if err == nil {
+		t.Fatal("bad matchers accepted")
+	}
+	for _, want := range []string{"metadata[1].name: required", "metadata[2].safeRegexMatch.regex: bad regex"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }

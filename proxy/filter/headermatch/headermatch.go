@@ -1,4 +1,8 @@
-package localratelimit
+// Package headermatch evaluates Envoy HeaderMatchers on a request's metadata, the way filters configured by
+// Aeraki's APIs read them: a RouteMatch whose header matchers name metadata keys (interface, method, a Dubbo
+// attachment, ...), evaluated as Envoy's HeaderUtility::matchHeaders does, since that is what Aeraki's
+// filters run. The proxy's router has its own, simpler matchers, compiled from proxy.Config.
+package headermatch
 
 import (
 	"errors"
@@ -13,10 +17,6 @@ import (
 	"github.com/meltemi-mesh/meltemi/codec"
 )
 
-// A condition's match is an Envoy RouteMatch whose header matchers name metadata keys, as in Aeraki's meta
-// routes. The proxy's router has the same conversion, but unexported; this one evaluates the matchers the
-// way Envoy's HeaderUtility::matchHeaders does, since that is what Aeraki's filter runs.
-
 type matchKind uint8
 
 const (
@@ -29,8 +29,8 @@ const (
 	matchRange
 )
 
-// matcher is one compiled HeaderMatcher.
-type matcher struct {
+// Matcher is one compiled HeaderMatcher.
+type Matcher struct {
 	key        string
 	kind       matchKind
 	value      string
@@ -43,8 +43,8 @@ type matcher struct {
 	missingAsEmpty bool
 }
 
-// matches reports whether md satisfies m.
-func (m *matcher) matches(md *codec.Metadata) bool {
+// Matches reports whether md satisfies m.
+func (m *Matcher) Matches(md *codec.Metadata) bool {
 	v, ok := md.Get(m.key)
 	if !ok {
 		if !m.missingAsEmpty {
@@ -75,10 +75,10 @@ func (m *matcher) matches(md *codec.Metadata) bool {
 	return hit != m.invert
 }
 
-// compileMatcher compiles a header matcher in every form Envoy accepts but the custom one. Errors start with
+// Compile compiles a header matcher in every form Envoy accepts but the custom one. Errors start with
 // the field at fault, relative to the matcher.
-func compileMatcher(h *routev3.HeaderMatcher) (matcher, error) {
-	m := matcher{key: h.GetName(), invert: h.GetInvertMatch(), missingAsEmpty: h.GetTreatMissingHeaderAsEmpty()}
+func Compile(h *routev3.HeaderMatcher) (Matcher, error) {
+	m := Matcher{key: h.GetName(), invert: h.GetInvertMatch(), missingAsEmpty: h.GetTreatMissingHeaderAsEmpty()}
 	if m.key == "" {
 		return m, errors.New("name: required")
 	}
@@ -121,9 +121,9 @@ func compileMatcher(h *routev3.HeaderMatcher) (matcher, error) {
 	return m, nil
 }
 
-// compileString fills m from a StringMatcher; errors start with "stringMatch". Case-insensitive forms become regexes, as in the proxy's
-// router; Envoy ignores ignore_case for safe_regex, and so does this.
-func compileString(m *matcher, sm *matcherv3.StringMatcher) error {
+// compileString fills m from a StringMatcher; errors start with "stringMatch". Case-insensitive forms become
+// regexes, as in the proxy's router; Envoy ignores ignore_case for safe_regex, and so does this.
+func compileString(m *Matcher, sm *matcherv3.StringMatcher) error {
 	var err error
 	fold := sm.GetIgnoreCase()
 	switch p := sm.GetMatchPattern().(type) {
@@ -170,4 +170,37 @@ func compileRegex(re string) (*regexp.Regexp, error) {
 		return nil, fmt.Errorf("bad regex %q: %w", re, err)
 	}
 	return regexp.Compile("^(?:" + re + ")$")
+}
+
+// All is the matchers of one RouteMatch: a request matches when every one holds, so an empty All matches
+// every request.
+type All []Matcher
+
+// CompileAll compiles the matchers of a RouteMatch. An error names the matcher at fault,
+// "metadata[i].<field>: ...", relative to the RouteMatch; every faulty matcher is reported.
+func CompileAll(hs []*routev3.HeaderMatcher) (All, error) {
+	var out All
+	var errs []error
+	for i, h := range hs {
+		m, err := Compile(h)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("metadata[%d].%w", i, err))
+			continue
+		}
+		out = append(out, m)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Matches reports whether md satisfies every matcher of a.
+func (a All) Matches(md *codec.Metadata) bool {
+	for i := range a {
+		if !a[i].Matches(md) {
+			return false
+		}
+	}
+	return true
 }
