@@ -29,11 +29,12 @@ vet:
 	$(GO) vet ./...
 	@for m in $(TEST_MODULES); do echo "vet $$m"; (cd $$m && $(GO) vet -mod=mod ./...) || exit 1; done
 
+# Servers and tools some tests need (redis-server, Envoy's rate limit service, iptables) are installed by
+# hack/test-peers.sh, which prints the variables that tell the tests where they are.
 unit:
+	@GO="$(GO)" ./hack/test-peers.sh >/dev/null
 	$(GO) test -race -count=1 ./...
 
-# Servers some tests need (redis-server, Envoy's rate limit service) are installed by hack/test-peers.sh,
-# which prints the variables that tell the tests where they are.
 e2e:
 	@peers="$$(GO="$(GO)" ./hack/test-peers.sh)" || exit 1; export $$peers; \
 	for m in $(TEST_MODULES); do echo "e2e $$m"; (cd $$m && $(GO) test -mod=mod -count=1 -timeout 15m ./...) || exit 1; done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the servers the rate limit tests run against, once, and prints the environment that points the
-# tests at them (the Makefile evaluates it):
+# Installs the servers and tools tests run against, once, and prints the environment that points the tests
+# at them (the Makefile evaluates it):
 #
 #   redis-server          Debian's package, installed with apt-get when missing;
+#   iptables, iproute2    Debian's packages, for the interception tests in network namespaces;
 #   Envoy's rate limit    github.com/envoyproxy/ratelimit, built from the Go module proxy into
 #   service               ~/.cache/meltemi/ratelimit-<version>/ the first time (about 3 minutes).
 #
@@ -17,13 +18,19 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/meltemi"
 
 log() { echo "test-peers: $*" >&2; }
 
-if ! command -v redis-server >/dev/null 2>&1; then
-	log "installing redis-server (apt-get install redis-server)"
+# Debian packages, by a command each provides: redis-server for the rate limit service; iptables and ip
+# (iproute2) for the tests of sidecar interception in network namespaces of their own.
+missing=()
+for pair in redis-server:redis-server iptables:iptables ip:iproute2; do
+	command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing ${missing[*]} (apt-get install)"
 	sudo=""
 	if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
 	# A fresh machine may have no package lists yet: update only when the install fails.
-	{ $sudo apt-get install -y -qq redis-server >&2 ||
-		{ $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq redis-server >&2; }; } </dev/null
+	{ $sudo apt-get install -y -qq "${missing[@]}" >&2 ||
+		{ $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq "${missing[@]}" >&2; }; } </dev/null
 fi
 # The package starts a system-wide server on 6379; the tests start their own on ports of their own and
 # never touch it.

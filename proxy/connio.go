@@ -165,6 +165,7 @@ type connWriter struct {
 	pending []byte
 	spare   []byte
 	err     error
+	drained func() // runs once nothing is queued or being written (whenDrained)
 }
 
 // writeBatch collects the writers that a read loop queued frames on while it handled several frames from one
@@ -200,7 +201,33 @@ func (w *connWriter) fail(err error) {
 		w.err = err
 	}
 	w.pending, w.spare = nil, nil
+	f := w.takeDrained()
 	w.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// whenDrained runs f once everything queued has been written (or the writer failed): now, if nothing is.
+func (w *connWriter) whenDrained(f func()) {
+	w.mu.Lock()
+	if w.err != nil || !w.writing && !w.batched && len(w.pending) == 0 {
+		w.mu.Unlock()
+		f()
+		return
+	}
+	w.drained = f
+	w.mu.Unlock()
+}
+
+// takeDrained returns the function waiting for the queue to drain, if the queue is drained; w.mu is held.
+func (w *connWriter) takeDrained() func() {
+	f := w.drained
+	if f == nil || w.err == nil && (w.writing || w.batched || len(w.pending) > 0) {
+		return nil
+	}
+	w.drained = nil
+	return f
 }
 
 // backlog returns how many bytes wait to be written.
@@ -237,7 +264,11 @@ func (w *connWriter) flushBatched() {
 	w.mu.Lock()
 	w.batched = false
 	if w.writing || len(w.pending) == 0 || w.err != nil {
+		f := w.takeDrained()
 		w.mu.Unlock()
+		if f != nil {
+			f()
+		}
 		return
 	}
 	w.writing = true
@@ -280,7 +311,11 @@ func (w *connWriter) flush(first []byte) error {
 					w.err = err
 				}
 				w.pending, w.spare = nil, nil
+				f := w.takeDrained()
 				w.mu.Unlock()
+				if f != nil {
+					f()
+				}
 				return err
 			}
 		}
@@ -291,7 +326,11 @@ func (w *connWriter) flush(first []byte) error {
 		if w.err != nil || len(w.pending) == 0 {
 			w.writing = false
 			err := w.err
+			f := w.takeDrained()
 			w.mu.Unlock()
+			if f != nil {
+				f()
+			}
 			return err
 		}
 		buf, w.pending, w.spare, queued = w.pending, w.spare, nil, true

@@ -360,7 +360,7 @@ func (d *downstream) finishReading() {
 	d.resetStreams()
 	d.readDone.Store(true)
 	if d.inflight.Load() == 0 {
-		d.close()
+		d.closeWhenFlushed()
 	}
 }
 
@@ -368,9 +368,13 @@ func (d *downstream) finishReading() {
 func (d *downstream) requestDone(lr *listenerRuntime) {
 	lr.active.Dec()
 	if d.inflight.Add(-1) == 0 && d.readDone.Load() {
-		d.close()
+		d.closeWhenFlushed()
 	}
 }
+
+// closeWhenFlushed closes the connection once every reply queued for it is written: the last replies may
+// still wait in a batch of the upstream read loop that answered them.
+func (d *downstream) closeWhenFlushed() { d.w.whenDrained(d.close) }
 
 func (d *downstream) close() {
 	d.closeOnce.Do(func() {
@@ -514,7 +518,7 @@ func (ex *exchange) decided() bool {
 // waited for.
 func (d *downstream) releaseHold() {
 	if d.inflight.Add(-1) == 0 && d.readDone.Load() {
-		d.close()
+		d.closeWhenFlushed()
 	}
 }
 
