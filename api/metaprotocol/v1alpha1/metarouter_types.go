@@ -69,6 +69,95 @@ type MetaRoute struct {
 	// ResponseMutation sets metadata on each response; what a key means is up to the codec.
 	// +optional
 	ResponseMutation []KeyValue `json:"responseMutation,omitempty"`
+	// Timeout bounds a request from its arrival to its reply, retries included, e.g. "2s"; "0s"
+	// means no limit. Absent, the proxy's default applies (15s, as in Envoy). A request that runs
+	// out is answered with the protocol's timeout error. (Meltemi's addition; Aeraki has none.)
+	// +optional
+	Timeout *Duration `json:"timeout,omitempty"`
+	// Retries says which failed requests are tried again. Absent, a request whose connection
+	// could not be established is retried twice (the one failure that is safe to retry for any
+	// method); "attempts: 0" turns retries off. (Meltemi's addition.)
+	// +optional
+	Retries *RetryPolicy `json:"retries,omitempty"`
+	// Fault delays or aborts a share of the route's requests, to test how clients cope.
+	// (Meltemi's addition.)
+	// +optional
+	Fault *FaultInjection `json:"fault,omitempty"`
+	// ConcurrencyLimit caps the route's requests in flight; a request over the cap is answered
+	// with the protocol's over-limit error. (Meltemi's addition.)
+	// +optional
+	ConcurrencyLimit *ConcurrencyLimit `json:"concurrencyLimit,omitempty"`
+}
+
+// RetryPolicy is how a route retries failed requests, in Istio's terms. Retrying on anything
+// but connect-failure may send a request again that the server already acted on: asking for
+// reset, timeout or statuses states that the route's methods are idempotent. Oneway requests are
+// never retried.
+type RetryPolicy struct {
+	// Attempts is how many retries a request may take after its first try; 0 turns retries off.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Attempts uint32 `json:"attempts,omitempty"`
+	// PerTryTimeout bounds each try, e.g. "500ms"; absent, a try may take what is left of the
+	// route's timeout.
+	// +optional
+	PerTryTimeout *Duration `json:"perTryTimeout,omitempty"`
+	// RetryOn lists, comma-separated, the failures retried: connect-failure (the request never
+	// left the proxy), reset (the connection failed before the reply), timeout (a try ran out of
+	// perTryTimeout), retriable-status-codes (a reply with one of retriableStatusCodes), failed
+	// (any reply the protocol marks as failed), and Envoy's aliases 5xx (all but
+	// retriable-status-codes) and gateway-error (connect-failure, reset, timeout). Absent:
+	// connect-failure.
+	// +kubebuilder:validation:Pattern=`^\s*(connect-failure|reset|timeout|retriable-status-codes|failed|5xx|gateway-error)\s*(,\s*(connect-failure|reset|timeout|retriable-status-codes|failed|5xx|gateway-error)\s*)*$`
+	// +optional
+	RetryOn string `json:"retryOn,omitempty"`
+	// RetriableStatusCodes are the protocol's own statuses that retriable-status-codes retries
+	// (Dubbo 80, bRPC 2001, tRPC 111, ...).
+	// +optional
+	RetriableStatusCodes []int32 `json:"retriableStatusCodes,omitempty"`
+}
+
+// FaultInjection delays and aborts a share of a route's requests. A request may be both delayed
+// and then aborted.
+type FaultInjection struct {
+	// Delay holds a share of requests before they go on.
+	// +optional
+	Delay *FaultDelay `json:"delay,omitempty"`
+	// Abort answers a share of requests with an error instead of sending them upstream.
+	// +optional
+	Abort *FaultAbort `json:"abort,omitempty"`
+}
+
+// FaultDelay holds a share of requests for a fixed time.
+type FaultDelay struct {
+	// FixedDelay is how long a delayed request is held, e.g. "100ms".
+	FixedDelay Duration `json:"fixedDelay"`
+	// Percentage is the share of requests delayed; all of them when absent.
+	// +optional
+	Percentage *Percent `json:"percentage,omitempty"`
+}
+
+// FaultAbort answers a share of requests with one of the protocol's own error replies.
+type FaultAbort struct {
+	// ErrorKind is the error the client gets, in the protocol's own form (for Dubbo,
+	// no_healthy_upstream is status 80).
+	// +kubebuilder:validation:Enum=route_not_found;no_healthy_upstream;bad_response;unspecified;over_limit;timeout;unauthorized;bad_request
+	ErrorKind string `json:"errorKind"`
+	// Percentage is the share of requests aborted; all of them when absent.
+	// +optional
+	Percentage *Percent `json:"percentage,omitempty"`
+}
+
+// ConcurrencyLimit caps a route's requests in flight, as a whole or for each value of one
+// metadata key.
+type ConcurrencyLimit struct {
+	// MaxRequests is the cap.
+	// +kubebuilder:validation:Minimum=1
+	MaxRequests uint32 `json:"maxRequests"`
+	// PerKey, when set, caps the requests of each value of this metadata key apart (e.g. method:
+	// each method may have maxRequests in flight).
+	// +optional
+	PerKey string `json:"perKey,omitempty"`
 }
 
 // MetaRouteMatch selects requests by the metadata the codec extracts (e.g. interface, method).

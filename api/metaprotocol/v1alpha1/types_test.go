@@ -60,6 +60,29 @@ spec:
     descriptors: [{property: method, descriptorKey: method}]
 `
 
+// meltemiTrafficPolicy is a MetaRouter with Meltemi's additions to MetaRoute, durations in the form they
+// are re-encoded in.
+const meltemiTrafficPolicy = `
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: policy, namespace: meta-dubbo}
+spec:
+  hosts: [org.apache.dubbo.samples.basic.api.demoservice]
+  routes:
+  - name: guarded
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice}}]
+    timeout: 2s
+    retries: {attempts: 3, perTryTimeout: 0.500s, retryOn: "connect-failure,retriable-status-codes", retriableStatusCodes: [80]}
+    fault:
+      delay: {fixedDelay: 0.100s, percentage: {value: 10}}
+      abort: {errorKind: no_healthy_upstream, percentage: {value: 5}}
+    concurrencyLimit: {maxRequests: 100, perKey: method}
+  - name: unguarded
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice}}]
+    timeout: 0s
+    retries: {}
+`
+
 const aerakiApplicationProtocol = `
 apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: ApplicationProtocol
@@ -90,6 +113,7 @@ func TestAerakiManifestsRoundTrip(t *testing.T) {
 	}{
 		{"MetaRouter example", aerakiMetaRouter, &v1alpha1.MetaRouter{}},
 		{"MetaRouter with rate limits", aerakiGlobalRateLimit, &v1alpha1.MetaRouter{}},
+		{"MetaRouter with Meltemi's traffic policy", meltemiTrafficPolicy, &v1alpha1.MetaRouter{}},
 		{"ApplicationProtocol", aerakiApplicationProtocol, &v1alpha1.ApplicationProtocol{}},
 	}
 	for _, tt := range tests {
@@ -258,6 +282,15 @@ func fullMetaRouter() *v1alpha1.MetaRouter {
 				MirrorPercentage: &v1alpha1.Percent{Value: 50},
 				RequestMutation:  []v1alpha1.KeyValue{{Key: "foo", Value: "bar"}},
 				ResponseMutation: []v1alpha1.KeyValue{{Key: "baz", Value: "qux"}},
+				Timeout:          &v1alpha1.Duration{Duration: 2 * time.Second},
+				Retries: &v1alpha1.RetryPolicy{Attempts: 3, PerTryTimeout: &v1alpha1.Duration{Duration: time.Second / 2},
+					RetryOn: "connect-failure,retriable-status-codes", RetriableStatusCodes: []int32{80}},
+				Fault: &v1alpha1.FaultInjection{
+					Delay: &v1alpha1.FaultDelay{FixedDelay: v1alpha1.Duration{Duration: 100 * time.Millisecond},
+						Percentage: &v1alpha1.Percent{Value: 10}},
+					Abort: &v1alpha1.FaultAbort{ErrorKind: "no_healthy_upstream", Percentage: &v1alpha1.Percent{Value: 5}},
+				},
+				ConcurrencyLimit: &v1alpha1.ConcurrencyLimit{MaxRequests: 100, PerKey: "method"},
 			}},
 			LocalRateLimit: &v1alpha1.LocalRateLimit{
 				TokenBucket: fullTokenBucket(),
