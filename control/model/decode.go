@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -60,7 +62,7 @@ func Decode(origin Origin, doc []byte) (obj Object, key Key, problems []Problem)
 		}
 	case KindMetaRouter:
 		var mr v1alpha1.MetaRouter
-		if decodeStrict(doc, &mr, r) {
+		if checkDurations(doc, &mr, r) && decodeStrict(doc, &mr, r) {
 			setMeta(meta, &mr.ObjectMeta)
 			obj = &MetaRouter{Meta: *meta, Spec: &mr.Spec}
 		}
@@ -162,11 +164,76 @@ func decodeIstio(doc []byte, meta *Meta, spec proto.Message, r *reporter) bool {
 		// The walk names the fields; protojson would only repeat the first of them, less precisely.
 		return false
 	}
-	if err := protojson.Unmarshal(m.Spec, spec); err != nil {
+	// Istio's own decoder reads durations the way Go writes them ("3m", "1h30m"), and its documentation
+	// uses that form; protojson wants seconds. The walk checked every duration, so each parses.
+	canonicalDurations(spec.ProtoReflect().Descriptor(), generic)
+	js, err := json.Marshal(generic)
+	if err != nil {
+		r.errorf("spec", "%v", err)
+		return false
+	}
+	if err := protojson.Unmarshal(js, spec); err != nil {
 		r.errorf("spec", "%s", protoErrorPrefix.ReplaceAllString(err.Error(), ""))
 		return false
 	}
 	return true
+}
+
+const durationName = "google.protobuf.Duration"
+
+// canonicalDurations rewrites, in place, every google.protobuf.Duration of a spec held as generic JSON into
+// the form protojson reads: whole seconds and nanoseconds.
+func canonicalDurations(md protoreflect.MessageDescriptor, v any) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	fields := md.Fields()
+	for k, val := range obj {
+		fd := fields.ByJSONName(k)
+		if fd == nil {
+			fd = fields.ByName(protoreflect.Name(k))
+		}
+		switch {
+		case fd == nil:
+		case fd.IsMap():
+			m, ok := val.(map[string]any)
+			if vd := fd.MapValue().Message(); ok && vd != nil {
+				for mk, mv := range m {
+					m[mk] = canonicalValue(vd, mv)
+				}
+			}
+		case fd.Message() == nil:
+		case fd.IsList():
+			if list, ok := val.([]any); ok {
+				for i, e := range list {
+					list[i] = canonicalValue(fd.Message(), e)
+				}
+			}
+		default:
+			obj[k] = canonicalValue(fd.Message(), val)
+		}
+	}
+}
+
+func canonicalValue(md protoreflect.MessageDescriptor, v any) any {
+	if string(md.FullName()) != durationName {
+		canonicalDurations(md, v)
+		return v
+	}
+	s, ok := v.(string)
+	if !ok {
+		return v
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return v
+	}
+	sign := ""
+	if d < 0 {
+		sign, d = "-", -d
+	}
+	return fmt.Sprintf("%s%d.%09ds", sign, d/time.Second, d%time.Second)
 }
 
 // protoErrorPrefix matches what protojson puts before its messages. Its line numbers count lines of
@@ -226,8 +293,17 @@ func checkProtoFields(md protoreflect.MessageDescriptor, v any, path string, r *
 func checkProtoValue(fd protoreflect.FieldDescriptor, v any, path string, r *reporter) {
 	switch fd.Kind() {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		// Well-known types (Duration, wrappers, Struct) have JSON forms of their own; protojson checks them.
-		if !strings.HasPrefix(string(fd.Message().FullName()), "google.protobuf.") {
+		// Well-known types (wrappers, Struct) have JSON forms of their own; protojson checks them. Durations
+		// are checked here, in the forms Istio's decoder reads, so that a bad one is named by its path.
+		switch name := string(fd.Message().FullName()); {
+		case name == durationName:
+			s, ok := v.(string)
+			if !ok {
+				r.errorf(path, "expected a duration such as \"30s\" or \"1m\", got %s", jsonType(v))
+			} else if _, err := time.ParseDuration(s); err != nil {
+				r.errorf(path, "%q is not a duration such as \"30s\" or \"1m\"", s)
+			}
+		case !strings.HasPrefix(name, "google.protobuf."):
 			checkProtoFields(fd.Message(), v, path, r)
 		}
 	case protoreflect.BoolKind:
@@ -295,6 +371,76 @@ func decodeStrict(doc []byte, v any, r *reporter) bool {
 		}
 	}
 	return len(strictErrs) == 0
+}
+
+// durationType is the type of every duration field of the Aeraki kinds.
+var durationType = reflect.TypeFor[v1alpha1.Duration]()
+
+// checkDurations reports each duration of a manifest that does not parse, by its path: encoding/json passes
+// on a field's own decoding error without saying which field it was. It reports true when there are none.
+func checkDurations(doc []byte, v any, r *reporter) bool {
+	var generic any
+	if err := json.Unmarshal(doc, &generic); err != nil {
+		return true // decodeStrict reports it
+	}
+	before := len(r.out)
+	walkDurations(reflect.TypeOf(v), generic, "", r)
+	return len(r.out) == before
+}
+
+func walkDurations(t reflect.Type, v any, path string, r *reporter) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == durationType {
+		switch s := v.(type) {
+		case nil:
+		case string:
+			if _, err := time.ParseDuration(s); err != nil {
+				r.errorf(path, "%q is not a duration such as \"2s\" or \"500ms\"", s)
+			}
+		default:
+			r.errorf(path, "expected a duration such as \"2s\", got %s", jsonType(v))
+		}
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, ok := v.(map[string]any)
+		// Only this module's types hold durations; Kubernetes' metadata is left to the decoder.
+		if !ok || t.PkgPath() != durationType.PkgPath() {
+			return
+		}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			switch {
+			case f.Anonymous && name == "":
+				walkDurations(f.Type, v, path, r)
+			case name != "" && name != "-":
+				if fv, ok := obj[name]; ok {
+					walkDurations(f.Type, fv, joinPath(path, name), r)
+				}
+			}
+		}
+	case reflect.Slice:
+		list, _ := v.([]any)
+		for i, e := range list {
+			walkDurations(t.Elem(), e, fmt.Sprintf("%s[%d]", path, i), r)
+		}
+	case reflect.Map:
+		m, _ := v.(map[string]any)
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			walkDurations(t.Elem(), m[k], joinPath(path, k), r)
+		}
+	}
+}
+
+func joinPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
 }
 
 // typeError matches encoding/json's UnmarshalTypeError text, which carries the field's path

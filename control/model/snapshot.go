@@ -61,7 +61,8 @@ type Service struct {
 	Ports []*Port
 	// DestinationRule is the rule for this host, nil when none.
 	DestinationRule *DestinationRule
-	// LoadBalancer is the rule's top-level load balancing; the zero value means the proxy's default.
+	// LoadBalancer is the rule's top-level load balancing, port-level settings aside (LoadBalancerFor has
+	// them); the zero value means the proxy's default.
 	LoadBalancer LoadBalancer
 	// Subsets are the rule's subsets, in the order written.
 	Subsets []*Subset
@@ -127,7 +128,8 @@ type Subset struct {
 	Name string
 	// Labels select the endpoints; all must match.
 	Labels map[string]string
-	// LoadBalancer is the subset's own load balancing, else the rule's top-level one.
+	// LoadBalancer is the subset's own load balancing, else the rule's top-level one, port-level settings
+	// aside.
 	LoadBalancer LoadBalancer
 }
 
@@ -529,13 +531,10 @@ func (b *builder) destinationRules() {
 			r.warnf("spec.host", "host %q already has %s (%s), which wins; ignored", host, first.Key(), first.Origin)
 		default:
 			svc.DestinationRule = dr
-			svc.LoadBalancer = loadBalancer(dr.Spec.GetTrafficPolicy().GetLoadBalancer())
+			svc.LoadBalancer = svc.LoadBalancerFor(0, "")
 			for i, s := range dr.Spec.GetSubsets() {
-				lb := loadBalancer(s.GetTrafficPolicy().GetLoadBalancer())
-				if lb == (LoadBalancer{}) {
-					lb = svc.LoadBalancer
-				}
-				svc.Subsets = append(svc.Subsets, &Subset{Name: s.GetName(), Labels: s.GetLabels(), LoadBalancer: lb})
+				svc.Subsets = append(svc.Subsets, &Subset{Name: s.GetName(), Labels: s.GetLabels(),
+					LoadBalancer: svc.LoadBalancerFor(0, s.GetName())})
 				if svc.HasMetaProtocol() && !subsetSelectsAny(svc, s.GetLabels()) {
 					r.warnf(fmt.Sprintf("spec.subsets[%d].labels", i), "subset %q selects no endpoint of %s", s.GetName(), host)
 				}
@@ -558,14 +557,17 @@ func subsetSelectsAny(svc *Service, labels map[string]string) bool {
 // Settings a meta-protocol proxy cannot honour are dropped here and warned about by Validate.
 func loadBalancer(lb *networking.LoadBalancerSettings) LoadBalancer {
 	if ch := lb.GetConsistentHash(); ch != nil && ch.GetHttpHeaderName() != "" {
-		out := LoadBalancer{Policy: LBRingHash, HashKey: ch.GetHttpHeaderName(), MinimumRingSize: ch.GetMinimumRingSize()}
-		if rh := ch.GetRingHash(); rh != nil {
-			out.MinimumRingSize = rh.GetMinimumRingSize()
+		key := ch.GetHttpHeaderName()
+		switch {
+		case ch.GetMaglev() != nil:
+			return LoadBalancer{Policy: LBMaglev, HashKey: key, MaglevTableSize: ch.GetMaglev().GetTableSize()}
+		case ch.GetRingHash() != nil:
+			return LoadBalancer{Policy: LBRingHash, HashKey: key, MinimumRingSize: ch.GetRingHash().GetMinimumRingSize()}
+		default:
+			// With no algorithm named, Istio reads the deprecated minimumRingSize and writes Envoy's default
+			// (1024) when it is unset; so does this.
+			return LoadBalancer{Policy: LBRingHash, HashKey: key, MinimumRingSize: cmp.Or(ch.GetMinimumRingSize(), 1024)}
 		}
-		if mg := ch.GetMaglev(); mg != nil {
-			out = LoadBalancer{Policy: LBMaglev, HashKey: ch.GetHttpHeaderName(), MaglevTableSize: mg.GetTableSize()}
-		}
-		return out
 	}
 	switch lb.GetSimple() {
 	case networking.LoadBalancerSettings_ROUND_ROBIN:

@@ -7,7 +7,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1"
 
 	"github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
@@ -116,7 +118,7 @@ func validateDestinationRule(dr *networking.DestinationRule, r *reporter) {
 	if dr.GetHost() == "" {
 		r.errorf("spec.host", "host is required")
 	}
-	checkLoadBalancer(dr.GetTrafficPolicy().GetLoadBalancer(), "spec.trafficPolicy.loadBalancer", r)
+	checkTrafficPolicy(dr.GetTrafficPolicy(), "spec.trafficPolicy", r)
 	seen := map[string]bool{}
 	for i, s := range dr.GetSubsets() {
 		f := fmt.Sprintf("spec.subsets[%d]", i)
@@ -127,7 +129,140 @@ func validateDestinationRule(dr *networking.DestinationRule, r *reporter) {
 			r.errorf(f+".name", "subset %q is defined twice", s.GetName())
 		}
 		seen[s.GetName()] = true
-		checkLoadBalancer(s.GetTrafficPolicy().GetLoadBalancer(), f+".trafficPolicy.loadBalancer", r)
+		checkTrafficPolicy(s.GetTrafficPolicy(), f+".trafficPolicy", r)
+	}
+}
+
+// checkTrafficPolicy checks what a meta-protocol proxy reads of a traffic policy and warns about what it
+// does not, which is ignored.
+func checkTrafficPolicy(tp *networking.TrafficPolicy, field string, r *reporter) {
+	if tp == nil {
+		return
+	}
+	checkLoadBalancer(tp.GetLoadBalancer(), field+".loadBalancer", r)
+	checkConnectionPool(tp.GetConnectionPool(), field+".connectionPool", r)
+	checkOutlierDetection(tp.GetOutlierDetection(), field+".outlierDetection", r)
+	if rb := tp.GetRetryBudget(); rb != nil {
+		f := field + ".retryBudget"
+		if p := rb.GetPercent(); p != nil && (p.GetValue() < 0 || p.GetValue() > 100) {
+			r.errorf(f+".percent", "%v is not a percentage in 0-100", p.GetValue())
+		}
+		if rb.GetBudgetInterval() != nil {
+			checkProtoDuration(rb.GetBudgetInterval(), f+".budgetInterval", r)
+			r.warnf(f+".budgetInterval", "not used: the proxy's budget counts the requests in flight")
+		}
+	}
+	if tp.GetTls() != nil {
+		r.warnf(field+".tls", "not used yet: meta-protocol proxies speak plaintext upstream")
+	}
+	if tp.GetTunnel() != nil {
+		r.warnf(field+".tunnel", "not used for meta-protocol services")
+	}
+	if tp.GetProxyProtocol() != nil {
+		r.warnf(field+".proxyProtocol", "not used for meta-protocol services")
+	}
+	ports := map[uint32]bool{}
+	for i, pl := range tp.GetPortLevelSettings() {
+		f := fmt.Sprintf("%s.portLevelSettings[%d]", field, i)
+		switch n := pl.GetPort().GetNumber(); {
+		case n == 0 || n > 65535:
+			r.errorf(f+".port.number", "port number %d is not in 1-65535", n)
+		case ports[n]:
+			r.errorf(f+".port.number", "port %d has settings already", n)
+		}
+		ports[pl.GetPort().GetNumber()] = true
+		checkLoadBalancer(pl.GetLoadBalancer(), f+".loadBalancer", r)
+		checkConnectionPool(pl.GetConnectionPool(), f+".connectionPool", r)
+		checkOutlierDetection(pl.GetOutlierDetection(), f+".outlierDetection", r)
+		if pl.GetTls() != nil {
+			r.warnf(f+".tls", "not used yet: meta-protocol proxies speak plaintext upstream")
+		}
+	}
+}
+
+func checkConnectionPool(cp *networking.ConnectionPoolSettings, field string, r *reporter) {
+	if tcp := cp.GetTcp(); tcp != nil {
+		f := field + ".tcp"
+		if tcp.GetMaxConnections() < 0 {
+			r.errorf(f+".maxConnections", "must not be negative")
+		}
+		checkProtoDuration(tcp.GetConnectTimeout(), f+".connectTimeout", r)
+		checkProtoDuration(tcp.GetIdleTimeout(), f+".idleTimeout", r)
+		if tcp.GetTcpKeepalive() != nil {
+			r.warnf(f+".tcpKeepalive", "not used yet by meta-protocol proxies")
+		}
+		if tcp.GetMaxConnectionDuration() != nil {
+			r.warnf(f+".maxConnectionDuration", "not used yet by meta-protocol proxies")
+		}
+	}
+	if h := cp.GetHttp(); h != nil {
+		f := field + ".http"
+		for name, v := range map[string]int32{"http1MaxPendingRequests": h.GetHttp1MaxPendingRequests(),
+			"http2MaxRequests": h.GetHttp2MaxRequests(), "maxRequestsPerConnection": h.GetMaxRequestsPerConnection(),
+			"maxRetries": h.GetMaxRetries()} {
+			if v < 0 {
+				r.errorf(f+"."+name, "must not be negative")
+			}
+		}
+		checkProtoDuration(h.GetIdleTimeout(), f+".idleTimeout", r)
+		if h.GetH2UpgradePolicy() != networking.ConnectionPoolSettings_HTTPSettings_DEFAULT {
+			r.warnf(f+".h2UpgradePolicy", "not used for meta-protocol services")
+		}
+		if h.GetUseClientProtocol() {
+			r.warnf(f+".useClientProtocol", "not used for meta-protocol services")
+		}
+		if h.GetMaxConcurrentStreams() != 0 {
+			r.warnf(f+".maxConcurrentStreams", "not used for meta-protocol services; http2MaxRequests caps requests in flight")
+		}
+		if h.GetHttp2KeepAlive() != nil {
+			r.warnf(f+".http2KeepAlive", "not used for meta-protocol services")
+		}
+	}
+}
+
+func checkOutlierDetection(od *networking.OutlierDetection, field string, r *reporter) {
+	if od == nil {
+		return
+	}
+	if od.GetConsecutiveErrors() != 0 {
+		r.warnf(field+".consecutiveErrors", "deprecated and ignored, as by Istio; use consecutive5xxErrors or consecutiveGatewayErrors")
+	}
+	if od.GetConsecutiveLocalOriginFailures() != nil && !od.GetSplitExternalLocalOriginErrors() {
+		r.warnf(field+".consecutiveLocalOriginFailures", "ignored unless splitExternalLocalOriginErrors is true")
+	}
+	for _, d := range []struct {
+		name string
+		v    *durationpb.Duration
+	}{{"interval", od.GetInterval()}, {"baseEjectionTime", od.GetBaseEjectionTime()}} {
+		if d.v == nil {
+			continue
+		}
+		checkProtoDuration(d.v, field+"."+d.name, r)
+		if d.v.AsDuration() < time.Millisecond {
+			r.errorf(field+"."+d.name, "must be at least 1ms")
+		}
+	}
+	if p := od.GetMaxEjectionPercent(); p < 0 || p > 100 {
+		r.errorf(field+".maxEjectionPercent", "%d is not a percentage in 0-100", p)
+	}
+	if p := od.GetMinHealthPercent(); p < 0 || p > 100 {
+		r.errorf(field+".minHealthPercent", "%d is not a percentage in 0-100", p)
+	} else if p > 0 {
+		r.warnf(field+".minHealthPercent", "not used: meta-protocol proxies have no panic mode, and keep ejecting below it")
+	}
+	if len(od.GetOutlierDetectionHttpErrorCodes()) > 0 {
+		r.warnf(field+".outlierDetectionHttpErrorCodes", "not used for meta-protocol services: a failure is what the protocol marks as one")
+	}
+}
+
+func checkProtoDuration(d *durationpb.Duration, field string, r *reporter) {
+	if d == nil {
+		return
+	}
+	if err := d.CheckValid(); err != nil {
+		r.errorf(field, "not a valid duration: %v", err)
+	} else if d.AsDuration() < 0 {
+		r.errorf(field, "must not be negative")
 	}
 }
 
@@ -140,13 +275,51 @@ func checkLoadBalancer(lb *networking.LoadBalancerSettings, field string, r *rep
 		r.warnf(field+".simple", "PASSTHROUGH is not supported for meta-protocol services; round robin is used")
 	}
 	ch := lb.GetConsistentHash()
-	if ch == nil {
-		return
-	}
-	if ch.GetHttpHeaderName() == "" {
+	if ch != nil && ch.GetHttpHeaderName() == "" {
 		r.warnf(field+".consistentHash", "only httpHeaderName (read as a request metadata key) is supported; "+
 			"consistent hashing is not used")
 	}
+	if mg := ch.GetMaglev(); mg != nil && mg.GetTableSize() != 0 && !isPrime(mg.GetTableSize()) {
+		r.errorf(field+".consistentHash.maglev.tableSize", "%d is not a prime number, as maglev requires", mg.GetTableSize())
+	}
+	if ll := lb.GetLocalityLbSetting(); ll != nil {
+		f := field + ".localityLbSetting"
+		if len(ll.GetDistribute()) > 0 {
+			r.warnf(f+".distribute", "not supported for meta-protocol services; locality failover is used")
+		}
+		if len(ll.GetFailoverPriority()) > 0 {
+			r.warnf(f+".failoverPriority", "not supported for meta-protocol services; locality failover is used")
+		}
+		for i, fo := range ll.GetFailover() {
+			if fo.GetFrom() == "" || fo.GetTo() == "" {
+				r.errorf(fmt.Sprintf("%s.failover[%d]", f, i), "from and to are both required")
+			} else if fo.GetFrom() == fo.GetTo() {
+				r.errorf(fmt.Sprintf("%s.failover[%d]", f, i), "from and to are the same region %q", fo.GetFrom())
+			}
+		}
+	}
+	if lb.GetZoneAwareLbSetting() != nil {
+		r.warnf(field+".zoneAwareLbSetting", "not supported for meta-protocol services")
+	}
+	if lb.GetWarmupDurationSecs() != nil {
+		r.warnf(field+".warmupDurationSecs", "not supported for meta-protocol services")
+	}
+	if lb.GetWarmup() != nil {
+		r.warnf(field+".warmup", "not supported for meta-protocol services")
+	}
+}
+
+// isPrime reports whether n is prime, by trial division: maglev tables are at most a few million entries.
+func isPrime(n uint64) bool {
+	if n < 2 {
+		return false
+	}
+	for d := uint64(2); d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func validateMetaRouter(spec *v1alpha1.MetaRouterSpec, r *reporter) {
@@ -190,6 +363,7 @@ func validateMetaRouter(spec *v1alpha1.MetaRouterSpec, r *reporter) {
 				r.errorf(fmt.Sprintf("%s.responseMutation[%d].key", f, j), "key is required")
 			}
 		}
+		checkRoutePolicy(&route, f, r)
 	}
 	if l := spec.LocalRateLimit; l != nil {
 		if l.TokenBucket == nil && len(l.Conditions) == 0 {
@@ -285,5 +459,80 @@ func validateApplicationProtocol(spec *v1alpha1.ApplicationProtocolSpec, r *repo
 	}
 	if spec.Codec == "" {
 		r.errorf("spec.codec", "codec is required")
+	}
+}
+
+// checkRoutePolicy checks Meltemi's additions to a MetaRoute: timeout, retries, fault, concurrencyLimit.
+func checkRoutePolicy(route *v1alpha1.MetaRoute, field string, r *reporter) {
+	timeout := DefaultRouteTimeout
+	if route.Timeout != nil {
+		timeout = route.Timeout.Duration
+		if timeout < 0 {
+			r.errorf(field+".timeout", "must not be negative; 0s means no limit")
+		}
+	}
+	if rp := route.Retries; rp != nil {
+		f := field + ".retries"
+		names, err := ParseRetryOn(rp.RetryOn)
+		if err != nil {
+			r.errorf(f+".retryOn", "%v", err)
+		}
+		if rp.Attempts == 0 {
+			if rp.PerTryTimeout != nil || rp.RetryOn != "" || len(rp.RetriableStatusCodes) > 0 {
+				r.warnf(f+".attempts", "0 turns retries off; perTryTimeout, retryOn and retriableStatusCodes have no effect")
+			}
+		} else {
+			codes := slices.Contains(names, "retriable-status-codes")
+			switch {
+			case codes && len(rp.RetriableStatusCodes) == 0:
+				r.warnf(f+".retriableStatusCodes", "retryOn names retriable-status-codes but no status is listed: no reply is retried for its status")
+			case !codes && len(rp.RetriableStatusCodes) > 0:
+				r.warnf(f+".retriableStatusCodes", "ignored: retryOn does not name retriable-status-codes")
+			}
+		}
+		if pt := rp.PerTryTimeout; pt != nil {
+			switch {
+			case pt.Duration <= 0:
+				r.errorf(f+".perTryTimeout", "must be greater than 0; leave it out for tries bounded by the route's timeout only")
+			case timeout > 0 && pt.Duration > timeout:
+				what := "the route's timeout"
+				if route.Timeout == nil {
+					what = "the default route timeout"
+				}
+				r.warnf(f+".perTryTimeout", "%v is longer than %s (%v), which ends the request first", pt.Duration, what, timeout)
+			}
+		}
+	}
+	if fi := route.Fault; fi != nil {
+		f := field + ".fault"
+		if fi.Delay == nil && fi.Abort == nil {
+			r.warnf(f, "neither delay nor abort: nothing is injected")
+		}
+		if d := fi.Delay; d != nil {
+			if d.FixedDelay.Duration <= 0 {
+				r.errorf(f+".delay.fixedDelay", "must be greater than 0")
+			}
+			checkPercent(d.Percentage, f+".delay.percentage.value", r)
+		}
+		if a := fi.Abort; a != nil {
+			switch {
+			case a.ErrorKind == "":
+				r.errorf(f+".abort.errorKind", "required: one of %s", strings.Join(FaultErrorKinds, ", "))
+			case a.ErrorKind == "cluster_not_found":
+				r.errorf(f+".abort.errorKind", "cluster_not_found cannot be injected (its carrier status is no_healthy_upstream's); use no_healthy_upstream")
+			case !slices.Contains(FaultErrorKinds, a.ErrorKind):
+				r.errorf(f+".abort.errorKind", "unknown error kind %q; one of %s", a.ErrorKind, strings.Join(FaultErrorKinds, ", "))
+			}
+			checkPercent(a.Percentage, f+".abort.percentage.value", r)
+		}
+	}
+	if cl := route.ConcurrencyLimit; cl != nil && cl.MaxRequests == 0 {
+		r.errorf(field+".concurrencyLimit.maxRequests", "must be at least 1")
+	}
+}
+
+func checkPercent(p *v1alpha1.Percent, field string, r *reporter) {
+	if p != nil && (p.Value < 0 || p.Value > 100) {
+		r.errorf(field, "%v is not a percentage in 0-100", p.Value)
 	}
 }
