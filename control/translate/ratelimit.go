@@ -20,9 +20,6 @@ import (
 // GlobalRateLimitFilter is the MetaProtocol global rate limit filter, which asks an Envoy rate limit service.
 const GlobalRateLimitFilter = "aeraki.meta_protocol.filters.ratelimit"
 
-// httpProtocolOptionsKey is where Envoy looks for a cluster's HTTP protocol options.
-const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-
 // globalRateLimitFilter is the filter a service's MetaRouter globalRateLimit becomes, or nil when it has
 // none, or when its rateLimitService names no service of the mesh (the model reports that, and a filter
 // asking a cluster no proxy has would only fail every check).
@@ -65,7 +62,7 @@ func globalRateLimitFilter(svc *model.Service) (*mppv1alpha.MetaProtocolFilter, 
 // rateLimitClusters builds the cluster of each rate limit service the services' global rate limits ask, once
 // each, with its load assignment. They are gRPC clusters, which a meta-protocol service's clusters are not:
 // HTTP/2 upstream, as Envoy needs to call a gRPC service, set the way Istio sets it for a gRPC port.
-func rateLimitClusters(services []*model.Service) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment, error) {
+func rateLimitClusters(services []*model.Service, node Node) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment, error) {
 	var clusters []*clusterv3.Cluster
 	var assignments []*endpointv3.ClusterLoadAssignment
 	seen := map[string]bool{}
@@ -75,25 +72,45 @@ func rateLimitClusters(services []*model.Service) ([]*clusterv3.Cluster, []*endp
 			continue
 		}
 		seen[rls.Cluster] = true
-		target := rls.Service
-		lb, subset, labels := target.LoadBalancer, "", map[string]string(nil)
+		subset, labels := "", map[string]string(nil)
 		if rls.Subset != nil {
-			lb, subset, labels = rls.Subset.LoadBalancer, rls.Subset.Name, rls.Subset.Labels
+			subset, labels = rls.Subset.Name, rls.Subset.Labels
 		}
-		c, la := cluster(target, rls.Cluster, lb, connectTimeout(target, subset), rls.Port.EndpointsFor(labels))
-		opts, err := typed(&httpoptionsv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &httpoptionsv3.HttpProtocolOptions_ExplicitHttpConfig_{
-				ExplicitHttpConfig: &httpoptionsv3.HttpProtocolOptions_ExplicitHttpConfig{
-					ProtocolConfig: &httpoptionsv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-						Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-					},
-				},
-			},
-		})
+		c, la, err := cluster(rls.Service, rls.Port, subset, rls.Port.EndpointsFor(labels), node)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cluster %s: %w", rls.Cluster, err)
 		}
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
+		// The filter names the cluster as written; it keeps that name.
+		c.Name = rls.Cluster
+		if c.EdsClusterConfig != nil {
+			c.EdsClusterConfig.ServiceName = rls.Cluster
+		}
+		if c.LoadAssignment != nil {
+			c.LoadAssignment.ClusterName = rls.Cluster
+		}
+		if la != nil {
+			la.ClusterName = rls.Cluster
+		}
+		// Keep what the DestinationRule put in the HTTP protocol options (idle timeout, requests per
+		// connection), and speak HTTP/2.
+		opts := &httpoptionsv3.HttpProtocolOptions{}
+		if a := c.GetTypedExtensionProtocolOptions()[HTTPProtocolOptionsKey]; a != nil {
+			if err := a.UnmarshalTo(opts); err != nil {
+				return nil, nil, fmt.Errorf("cluster %s: %w", rls.Cluster, err)
+			}
+		}
+		opts.UpstreamProtocolOptions = &httpoptionsv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &httpoptionsv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpoptionsv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		}
+		a, err := typed(opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster %s: %w", rls.Cluster, err)
+		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsKey: a}
 		clusters = append(clusters, c)
 		if la != nil {
 			assignments = append(assignments, la)

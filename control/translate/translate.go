@@ -50,6 +50,9 @@ type Node struct {
 	Workload string
 	// Labels are the workload's labels (Istio's LABELS).
 	Labels map[string]string
+	// Locality is where the proxy runs, "region/zone/subzone" (the xDS node's locality): with outlier
+	// detection, endpoints nearer to it come first. Empty when unknown, and then every endpoint is equal.
+	Locality string
 }
 
 // Resources are the xDS resources of one proxy, each list sorted by name.
@@ -71,7 +74,7 @@ func Translate(s *model.Snapshot, node Node) (*Resources, error) {
 	}
 	switch node.Mode {
 	case Local:
-		return translate(s, localScope(s))
+		return translate(s, localScope(s), node)
 	case Sidecar, Gateway:
 		// TODO: sidecar (outbound listeners on the services' ports, captured rather than bound, plus an
 		// inbound listener for the workload), scoped by sidecarScope; and gateway.
@@ -129,7 +132,7 @@ func exportedTo(se *model.ServiceEntry, namespace string) bool {
 	return false
 }
 
-func translate(s *model.Snapshot, sc scope) (*Resources, error) {
+func translate(s *model.Snapshot, sc scope, node Node) (*Resources, error) {
 	out := &Resources{}
 	routeNames := map[string]bool{}
 	for _, l := range sc.listeners {
@@ -154,11 +157,14 @@ func translate(s *model.Snapshot, sc scope) (*Resources, error) {
 		out.Routes = append(out.Routes, rc)
 	}
 	for _, svc := range sc.services {
-		cs, las := serviceClusters(svc)
+		cs, las, err := serviceClusters(svc, node)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", svc.Host, err)
+		}
 		out.Clusters = append(out.Clusters, cs...)
 		out.Endpoints = append(out.Endpoints, las...)
 	}
-	cs, las, err := rateLimitClusters(sc.services)
+	cs, las, err := rateLimitClusters(sc.services, node)
 	if err != nil {
 		return nil, err
 	}

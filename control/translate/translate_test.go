@@ -45,21 +45,40 @@ var update = flag.Bool("update", false, "rewrite the golden files from the curre
 var cases = []struct {
 	name  string
 	about string
+	// locality is the proxy's, for cases about locality failover.
+	locality string
 }{
-	{"aeraki-example", "Aeraki's example MetaRouter: weights, mirror, mutation, hash key, rate limit (docs/metards-carrier.md)"},
-	{"default-route", "no MetaRouter: one route named default; an allocated address"},
-	{"method-match", "method exact, prefix, regex, and regex \"*\" / \"\" as presence"},
-	{"attachment-match", "attributes on attachments, several per route, a route without a match"},
-	{"weighted-subsets", "20/80 across subsets; subset clusters hold their endpoints only; endpoint weight"},
-	{"mirror", "mirror with a percentage, and without one (all requests)"},
-	{"mutation", "request and response mutations as headers to add"},
-	{"consistent-hash", "hash keys from DestinationRules (top level and subset), ring hash, maglev, connect timeouts"},
-	{"custom-protocol", "an ApplicationProtocol with its own codec; by port name and by port protocol"},
-	{"shared-address", "two hosts on one ServiceEntry sharing two addresses"},
-	{"local-ratelimit", "a MetaRouter with a local rate limit only: the filter before the router, the default route"},
-	{"global-ratelimit", "local and global rate limits, and the rate limit service's gRPC cluster (HTTP/2) sent beside the services'"},
-	{"multiple-services", "several services: localities, weights, DNS, a workload selector, a cross-service route"},
-	{"several-protocols", "Thrift, bRPC (port named brpc: not a meta-protocol port), tRPC by port protocol, auto"},
+	{"aeraki-example", "Aeraki's example MetaRouter: weights, mirror, mutation, hash key, rate limit (docs/metards-carrier.md)", ""},
+	{"default-route", "no MetaRouter: one route named default; an allocated address", ""},
+	{"method-match", "method exact, prefix, regex, and regex \"*\" / \"\" as presence", ""},
+	{"attachment-match", "attributes on attachments, several per route, a route without a match", ""},
+	{"weighted-subsets", "20/80 across subsets; subset clusters hold their endpoints only; endpoint weight", ""},
+	{"mirror", "mirror with a percentage, and without one (all requests)", ""},
+	{"mutation", "request and response mutations as headers to add", ""},
+	{"consistent-hash", "hash keys from DestinationRules (top level and subset), ring hash, maglev, connect timeouts", ""},
+	{"custom-protocol", "an ApplicationProtocol with its own codec; by port name and by port protocol", ""},
+	{"shared-address", "two hosts on one ServiceEntry sharing two addresses", ""},
+	{"local-ratelimit", "a MetaRouter with a local rate limit only: the filter before the router, the default route", ""},
+	{"global-ratelimit", "local and global rate limits, and the rate limit service's gRPC cluster (HTTP/2) sent beside the services'", ""},
+	{"multiple-services", "several services: localities, weights, DNS, a workload selector, a cross-service route", ""},
+	{"several-protocols", "Thrift, bRPC (port named brpc: not a meta-protocol port), tRPC by port protocol, auto", ""},
+	{"timeout-retry", "route timeouts (set, 0s, default) and retries (statuses, aliases, connect-failure only, off, default)", ""},
+	{"fault", "delay and abort with and without percentages, every error kind as its HTTP status", ""},
+	{"concurrency-limit", "a concurrency limit per route and per metadata key, in meltemi.route.v1alpha1", ""},
+	{"circuit-breaker", "connection pools as thresholds, retry budget, HTTP protocol options, port-level and subset overrides, Istio's defaults", ""},
+	{"outlier-detection", "outlier detection with Istio's enforcement, local-origin split and panic threshold, per subset", ""},
+	{"locality-failover", "endpoint priorities by the proxy's locality with outlier detection, a failover rule, turned off", "eu-west/zone-a/sub-1"},
+}
+
+// nodeFor is the node a case is translated for: a local proxy, in the case's locality if it has one.
+func nodeFor(name string) translate.Node {
+	n := local()
+	for _, tc := range cases {
+		if tc.name == name {
+			n.Locality = tc.locality
+		}
+	}
+	return n
 }
 
 // goldenFiles are the files each case compares, one per resource type.
@@ -103,7 +122,7 @@ func load(t *testing.T, name string) *model.Snapshot {
 
 func translateCase(t *testing.T, name string) *translate.Resources {
 	t.Helper()
-	res, err := translate.Translate(load(t, name), local())
+	res, err := translate.Translate(load(t, name), nodeFor(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +254,7 @@ func TestDeterministic(t *testing.T) {
 			outs := make([][]byte, 4)
 			for i := range outs {
 				wg.Go(func() {
-					res, err := translate.Translate(snap, local())
+					res, err := translate.Translate(snap, nodeFor(tc.name))
 					if err != nil {
 						t.Error(err)
 						return
@@ -279,6 +298,8 @@ const (
 	routerType         = "type.googleapis.com/aeraki.meta_protocol_proxy.filters.router.v1alpha.Router"
 	localRateLimitType = "type.googleapis.com/aeraki.meta_protocol_proxy.filters.local_ratelimit.v1alpha.LocalRateLimit"
 	rateLimitType      = "type.googleapis.com/aeraki.meta_protocol_proxy.filters.ratelimit.v1alpha.RateLimit"
+	httpFaultType      = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+	concurrencyType    = "type.googleapis.com/meltemi.route.v1alpha1.ConcurrencyLimit"
 	httpOptionsType    = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
@@ -287,7 +308,7 @@ const (
 // calls for.
 func TestTypeURLs(t *testing.T) {
 	known := map[string]bool{metaProtocolType: true, routerType: true, localRateLimitType: true, rateLimitType: true,
-		httpOptionsType: true}
+		httpFaultType: true, concurrencyType: true, httpOptionsType: true}
 	seen := map[string]bool{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -423,6 +444,14 @@ func TestEnvoyValidation(t *testing.T) {
 				if err := v.ValidateAll(); err != nil {
 					t.Errorf("%T: %v", v, err)
 				}
+				// Envoy validates the typed configs inside as well, once it has decoded them.
+				walkAnys(t, v.(proto.Message).ProtoReflect(), func(a *anypb.Any, inner proto.Message) {
+					if iv, ok := inner.(validator); ok {
+						if err := iv.ValidateAll(); err != nil {
+							t.Errorf("%T in %T: %v", inner, v, err)
+						}
+					}
+				})
 			}
 		})
 	}

@@ -66,6 +66,10 @@ func parseNode(n *corev3.Node) (translate.Node, error) {
 		}
 	}
 
+	if l := n.GetLocality(); l != nil {
+		out.Locality = translate.LocalityString(l.GetRegion(), l.GetZone(), l.GetSubZone())
+	}
+
 	istioType, istioNamespace := parseIstioID(out.ID)
 	if out.Namespace == "" {
 		out.Namespace = istioNamespace
@@ -114,6 +118,7 @@ func shareKey(n translate.Node) string {
 	add(string(n.Mode))
 	add(n.Namespace)
 	add(n.Workload)
+	add(n.Locality)
 	for _, k := range slices.Sorted(maps.Keys(n.Labels)) {
 		add(k)
 		add(n.Labels[k])
