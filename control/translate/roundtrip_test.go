@@ -7,17 +7,26 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"math"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	httpoptionsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	meltemiroutev1alpha1 "github.com/meltemi-mesh/meltemi/api/meltemi/route/v1alpha1"
 	mppv1alpha "github.com/meltemi-mesh/meltemi/api/meta_protocol_proxy/v1alpha"
 	"github.com/meltemi-mesh/meltemi/codec"
 	"github.com/meltemi-mesh/meltemi/control/translate"
@@ -190,6 +199,85 @@ func checkRoutes(t *testing.T, listener string, rc *routev3.RouteConfiguration, 
 			!slices.Equal(g.ResponseMutation, mutation(w.GetResponseHeadersToAdd())) {
 			t.Errorf("%s: mutations %v / %v", where, g.RequestMutation, g.ResponseMutation)
 		}
+		checkRoutePolicy(t, where, w, g)
+	}
+}
+
+// retryNames are the conditions each retry_on name of the carrier stands for.
+var retryNames = map[string][]proxy.RetryOn{
+	"connect-failure": {proxy.RetryConnectFailure}, "reset": {proxy.RetryReset}, "timeout": {proxy.RetryTimeout},
+	"retriable-status-codes": {proxy.RetryRetriableStatusCodes}, "failed": {proxy.RetryFailed},
+	"5xx":           {proxy.RetryConnectFailure, proxy.RetryReset, proxy.RetryTimeout, proxy.RetryFailed},
+	"gateway-error": {proxy.RetryConnectFailure, proxy.RetryReset, proxy.RetryTimeout},
+}
+
+// checkRoutePolicy compares timeout, retries, mirrors, fault and concurrency limit of a carrier route with the
+// proxy's route.
+func checkRoutePolicy(t *testing.T, where string, w *routev3.Route, g proxy.Route) {
+	t.Helper()
+	ra := w.GetRoute()
+	wantTimeout := 15 * time.Second
+	if ra.GetTimeout() != nil {
+		wantTimeout = ra.GetTimeout().AsDuration()
+	}
+	if g.Timeout != wantTimeout {
+		t.Errorf("%s: timeout %v, want %v", where, g.Timeout, wantTimeout)
+	}
+
+	var wantRetry *proxy.RetryPolicy
+	if rp := ra.GetRetryPolicy(); rp != nil && rp.GetNumRetries().GetValue() > 0 {
+		wantRetry = &proxy.RetryPolicy{NumRetries: rp.GetNumRetries().GetValue(), PerTryTimeout: rp.GetPerTryTimeout().AsDuration()}
+		for _, name := range strings.Split(rp.GetRetryOn(), ",") {
+			for _, c := range retryNames[name] {
+				if !slices.Contains(wantRetry.RetryOn, c) {
+					wantRetry.RetryOn = append(wantRetry.RetryOn, c)
+				}
+			}
+		}
+		for _, c := range rp.GetRetriableStatusCodes() {
+			wantRetry.RetriableStatusCodes = append(wantRetry.RetriableStatusCodes, int32(c))
+		}
+	}
+	if !reflect.DeepEqual(g.Retry, wantRetry) {
+		t.Errorf("%s: retry %+v, want %+v", where, g.Retry, wantRetry)
+	}
+
+	var wantMirrors []proxy.Mirror
+	for _, m := range ra.GetRequestMirrorPolicies() {
+		wantMirrors = append(wantMirrors, proxy.Mirror{Cluster: m.GetCluster(), PerMillion: m.GetRuntimeFraction().GetDefaultValue().GetNumerator()})
+	}
+	if !slices.Equal(g.Mirrors, wantMirrors) {
+		t.Errorf("%s: mirrors %v, want %v", where, g.Mirrors, wantMirrors)
+	}
+
+	var wantFault *proxy.Fault
+	if a := w.GetTypedPerFilterConfig()[translate.FaultFilter]; a != nil {
+		hf := &faultv3.HTTPFault{}
+		if err := a.UnmarshalTo(hf); err != nil {
+			t.Fatal(err)
+		}
+		wantFault = &proxy.Fault{Delay: hf.GetDelay().GetFixedDelay().AsDuration(), DelayPerMillion: hf.GetDelay().GetPercentage().GetNumerator(),
+			AbortPerMillion: hf.GetAbort().GetPercentage().GetNumerator()}
+		for kind, status := range translate.FaultHTTPStatus {
+			if hf.GetAbort() != nil && hf.GetAbort().GetHttpStatus() == status {
+				wantFault.Abort = kind
+			}
+		}
+	}
+	if !reflect.DeepEqual(g.Fault, wantFault) {
+		t.Errorf("%s: fault %+v, want %+v", where, g.Fault, wantFault)
+	}
+
+	var wantLimit *proxy.ConcurrencyLimit
+	if a := w.GetTypedPerFilterConfig()[translate.ConcurrencyLimitFilter]; a != nil {
+		cl := &meltemiroutev1alpha1.ConcurrencyLimit{}
+		if err := a.UnmarshalTo(cl); err != nil {
+			t.Fatal(err)
+		}
+		wantLimit = &proxy.ConcurrencyLimit{MaxRequests: cl.GetMaxRequests(), PerKey: cl.GetPerMetadataKey()}
+	}
+	if !reflect.DeepEqual(g.ConcurrencyLimit, wantLimit) {
+		t.Errorf("%s: concurrency limit %+v, want %+v", where, g.ConcurrencyLimit, wantLimit)
 	}
 }
 
@@ -206,15 +294,17 @@ func checkClusters(t *testing.T, res *translate.Resources, cfg *proxy.Config) {
 			t.Errorf("cluster %s lost", c.GetName())
 			continue
 		}
-		// Ring hash and maglev fall back to round robin in the proxy until it has them.
 		wantLB := map[clusterv3.Cluster_LbPolicy]proxy.LBPolicy{
 			clusterv3.Cluster_ROUND_ROBIN: proxy.RoundRobin, clusterv3.Cluster_LEAST_REQUEST: proxy.LeastRequest,
-			clusterv3.Cluster_RANDOM: proxy.Random, clusterv3.Cluster_RING_HASH: proxy.RoundRobin,
-			clusterv3.Cluster_MAGLEV: proxy.RoundRobin,
+			clusterv3.Cluster_RANDOM: proxy.Random, clusterv3.Cluster_RING_HASH: proxy.RingHash,
+			clusterv3.Cluster_MAGLEV: proxy.Maglev,
 		}[c.GetLbPolicy()]
-		if pc.LB != wantLB {
-			t.Errorf("cluster %s: lb %s, want %s", c.GetName(), pc.LB, wantLB)
+		if pc.LB != wantLB || pc.MinRingSize != c.GetRingHashLbConfig().GetMinimumRingSize().GetValue() ||
+			pc.MaglevTableSize != c.GetMaglevLbConfig().GetTableSize().GetValue() {
+			t.Errorf("cluster %s: lb %s (ring %d, table %d), want %s as in %v", c.GetName(), pc.LB, pc.MinRingSize,
+				pc.MaglevTableSize, wantLB, c.GetLbConfig())
 		}
+		checkClusterPolicy(t, c, pc)
 		if pc.ConnectTimeout != c.GetConnectTimeout().AsDuration() || pc.ConnectTimeout == 0 {
 			t.Errorf("cluster %s: connect timeout %v, want %v", c.GetName(), pc.ConnectTimeout, c.GetConnectTimeout().AsDuration())
 		}
@@ -229,9 +319,12 @@ func checkClusters(t *testing.T, res *translate.Resources, cfg *proxy.Config) {
 		for _, loc := range la.GetEndpoints() {
 			for _, e := range loc.GetLbEndpoints() {
 				sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+				l := loc.GetLocality()
 				ep := proxy.Endpoint{
-					Address: net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
-					Weight:  e.GetLoadBalancingWeight().GetValue(),
+					Address:  net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
+					Weight:   e.GetLoadBalancingWeight().GetValue(),
+					Priority: loc.GetPriority(),
+					Locality: translate.LocalityString(l.GetRegion(), l.GetZone(), l.GetSubZone()),
 				}
 				if f := e.GetMetadata().GetFilterMetadata()["envoy.lb"].GetFields(); len(f) > 0 {
 					ep.Labels = map[string]string{}
@@ -243,9 +336,95 @@ func checkClusters(t *testing.T, res *translate.Resources, cfg *proxy.Config) {
 			}
 		}
 		if !slices.EqualFunc(pc.Endpoints, want, func(a, b proxy.Endpoint) bool {
-			return a.Address == b.Address && a.Weight == b.Weight && maps.Equal(a.Labels, b.Labels)
+			return a.Address == b.Address && a.Weight == b.Weight && maps.Equal(a.Labels, b.Labels) &&
+				a.Priority == b.Priority && a.Locality == b.Locality
 		}) {
 			t.Errorf("cluster %s: endpoints %+v, want %+v", c.GetName(), pc.Endpoints, want)
 		}
+	}
+}
+
+// checkClusterPolicy compares circuit breakers, HTTP options and outlier detection of a cluster with the
+// proxy's, reading the cluster as Istio's conventions have it: MaxUint32 is no limit, and each outlier count
+// is enforced at 100% or not at all.
+func checkClusterPolicy(t *testing.T, c *clusterv3.Cluster, pc proxy.Cluster) {
+	t.Helper()
+	th := c.GetCircuitBreakers().GetThresholds()
+	if len(th) != 1 {
+		t.Fatalf("cluster %s: %d threshold sets, want Istio's one", c.GetName(), len(th))
+	}
+	limit := func(v *wrapperspb.UInt32Value) uint32 {
+		if v.GetValue() == math.MaxUint32 {
+			return 0
+		}
+		return v.GetValue()
+	}
+	want := proxy.CircuitBreaker{MaxConnections: limit(th[0].GetMaxConnections()),
+		MaxPendingRequests: limit(th[0].GetMaxPendingRequests()), MaxRequests: limit(th[0].GetMaxRequests()),
+		MaxRetries: limit(th[0].GetMaxRetries())}
+	if rb := th[0].GetRetryBudget(); rb != nil {
+		want.MaxRetries = 0
+		want.RetryBudgetPercent = rb.GetBudgetPercent().GetValue()
+		want.RetryBudgetMinConcurrency = rb.GetMinRetryConcurrency().GetValue()
+	}
+	if pc.CircuitBreaker != want {
+		t.Errorf("cluster %s: circuit breaker %+v, want %+v", c.GetName(), pc.CircuitBreaker, want)
+	}
+
+	var idle time.Duration
+	var perConn uint32
+	if a := c.GetTypedExtensionProtocolOptions()[translate.HTTPProtocolOptionsKey]; a != nil {
+		o := &httpoptionsv3.HttpProtocolOptions{}
+		if err := a.UnmarshalTo(o); err != nil {
+			t.Fatal(err)
+		}
+		idle = o.GetCommonHttpProtocolOptions().GetIdleTimeout().AsDuration()
+		perConn = o.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
+	}
+	if pc.IdleTimeout != idle || pc.MaxRequestsPerConnection != perConn {
+		t.Errorf("cluster %s: idle timeout %v, requests per connection %d, want %v and %d", c.GetName(),
+			pc.IdleTimeout, pc.MaxRequestsPerConnection, idle, perConn)
+	}
+
+	od := c.GetOutlierDetection()
+	if od == nil {
+		if pc.Outlier != nil {
+			t.Errorf("cluster %s: outlier detection %+v, want none", c.GetName(), pc.Outlier)
+		}
+		return
+	}
+	orDefault := func(v *wrapperspb.UInt32Value, enforcing *wrapperspb.UInt32Value, enforcedByDefault bool) uint32 {
+		if (enforcing == nil && !enforcedByDefault) || (enforcing != nil && enforcing.GetValue() == 0) {
+			return 0
+		}
+		if v == nil {
+			return 5
+		}
+		return v.GetValue()
+	}
+	dur := func(d *durationpb.Duration, def time.Duration) time.Duration {
+		if d == nil {
+			return def
+		}
+		return d.AsDuration()
+	}
+	wantOD := &proxy.OutlierDetection{
+		Consecutive5xx:            orDefault(od.GetConsecutive_5Xx(), od.GetEnforcingConsecutive_5Xx(), true),
+		ConsecutiveGatewayFailure: orDefault(od.GetConsecutiveGatewayFailure(), od.GetEnforcingConsecutiveGatewayFailure(), false),
+		SplitLocalOrigin:          od.GetSplitExternalLocalOriginErrors(),
+		Interval:                  dur(od.GetInterval(), 10*time.Second),
+		BaseEjectionTime:          dur(od.GetBaseEjectionTime(), 30*time.Second),
+		MaxEjectionTime:           dur(od.GetMaxEjectionTime(), 300*time.Second),
+		MaxEjectionPercent:        10,
+	}
+	if od.GetSplitExternalLocalOriginErrors() {
+		wantOD.ConsecutiveLocalOriginFailure = orDefault(od.GetConsecutiveLocalOriginFailure(),
+			od.GetEnforcingConsecutiveLocalOriginFailure(), true)
+	}
+	if p := od.GetMaxEjectionPercent(); p != nil {
+		wantOD.MaxEjectionPercent = p.GetValue()
+	}
+	if !reflect.DeepEqual(pc.Outlier, wantOD) {
+		t.Errorf("cluster %s: outlier detection %+v, want %+v", c.GetName(), pc.Outlier, wantOD)
 	}
 }

@@ -3,6 +3,9 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math"
+	"math/big"
 	"net"
 	"slices"
 	"strconv"
@@ -12,10 +15,13 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
+	ringhashv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	httpoptionsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	tcpoptionsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/tcp/v3"
 
@@ -67,19 +73,24 @@ func clusterBody(c *clusterv3.Cluster, n *notes) (*clusterPart, error) {
 		return nil, fmt.Errorf("type: %s is not supported (EDS, STATIC, STRICT_DNS, LOGICAL_DNS)", discovery)
 	}
 
-	lb, err := lbPolicy(c, n)
-	if err != nil {
+	if err := loadBalancing(c, &part.cfg, n); err != nil {
 		return nil, err
 	}
-	part.cfg.LB = lb
+	var err error
 
 	if d := c.GetConnectTimeout(); d != nil {
 		if part.cfg.ConnectTimeout, err = duration(d); err != nil {
 			return nil, fmt.Errorf("connect_timeout: %w", err)
 		}
 	}
-	if part.cfg.IdleTimeout, err = idleTimeout(c); err != nil {
+	if part.cfg.IdleTimeout, part.cfg.MaxRequestsPerConnection, err = httpOptions(c); err != nil {
 		return nil, err
+	}
+	if part.cfg.CircuitBreaker, err = circuitBreaker(c, n); err != nil {
+		return nil, fmt.Errorf("circuit_breakers: %w", err)
+	}
+	if part.cfg.Outlier, err = outlierDetection(c, n); err != nil {
+		return nil, fmt.Errorf("outlier_detection: %w", err)
 	}
 	for i, t := range c.GetCircuitBreakers().GetPerHostThresholds() {
 		if t.GetPriority() != corev3.RoutingPriority_DEFAULT || t.GetMaxConnections() == nil {
@@ -109,57 +120,132 @@ func clusterBody(c *clusterv3.Cluster, n *notes) (*clusterPart, error) {
 	return part, nil
 }
 
-// lbPolicy maps Envoy's policy; ring hash and maglev fall back to round robin until the proxy has them.
-func lbPolicy(c *clusterv3.Cluster, n *notes) (proxy.LBPolicy, error) {
-	fallback := func(what string) proxy.LBPolicy {
-		n.addf("cluster %q: %s is not supported yet; using ROUND_ROBIN", c.GetName(), what)
-		return proxy.RoundRobin
-	}
+// loadBalancing reads the policy and its settings: lb_policy with ring_hash_lb_config or maglev_lb_config, or
+// the first policy of load_balancing_policy the proxy knows (Envoy takes the first it knows too).
+func loadBalancing(c *clusterv3.Cluster, out *proxy.Cluster, n *notes) error {
 	if lbp := c.GetLoadBalancingPolicy(); lbp != nil {
-		// Envoy takes the first policy it knows; so does this.
-		for _, p := range lbp.GetPolicies() {
-			switch typeName(p.GetTypedExtensionConfig().GetTypedConfig().GetTypeUrl()) {
+		for i, p := range lbp.GetPolicies() {
+			a := p.GetTypedExtensionConfig().GetTypedConfig()
+			field := fmt.Sprintf("load_balancing_policy.policies[%d].typed_extension_config.typed_config", i)
+			switch typeName(a.GetTypeUrl()) {
 			case "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin":
-				return proxy.RoundRobin, nil
+				out.LB = proxy.RoundRobin
 			case "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest":
-				return proxy.LeastRequest, nil
+				out.LB = proxy.LeastRequest
 			case "envoy.extensions.load_balancing_policies.random.v3.Random":
-				return proxy.Random, nil
+				out.LB = proxy.Random
 			case "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash":
-				return fallback("load_balancing_policy ring_hash"), nil
+				rh := &ringhashv3.RingHash{}
+				if err := proto.Unmarshal(a.GetValue(), rh); err != nil {
+					return fmt.Errorf("%s: %w", field, err)
+				}
+				if rh.GetHashFunction() == ringhashv3.RingHash_MURMUR_HASH_2 {
+					n.addf("cluster %q: ring hash function MURMUR_HASH_2 left out; the proxy hashes with its own", c.GetName())
+				}
+				out.LB = proxy.RingHash
+				if err := ringSizes(rh.GetMinimumRingSize(), rh.GetMaximumRingSize(), field, out); err != nil {
+					return err
+				}
 			case "envoy.extensions.load_balancing_policies.maglev.v3.Maglev":
-				return fallback("load_balancing_policy maglev"), nil
+				mg := &maglevv3.Maglev{}
+				if err := proto.Unmarshal(a.GetValue(), mg); err != nil {
+					return fmt.Errorf("%s: %w", field, err)
+				}
+				out.LB = proxy.Maglev
+				if err := maglevSize(mg.GetTableSize(), field+".table_size", out); err != nil {
+					return err
+				}
+			default:
+				continue
 			}
+			return nil
 		}
-		return "", errors.New("load_balancing_policy: no policy the proxy supports (round_robin, least_request, random)")
+		return errors.New("load_balancing_policy: no policy the proxy supports (round_robin, least_request, random, ring_hash, maglev)")
 	}
 	switch c.GetLbPolicy() {
 	case clusterv3.Cluster_ROUND_ROBIN:
-		return proxy.RoundRobin, nil
+		out.LB = proxy.RoundRobin
 	case clusterv3.Cluster_LEAST_REQUEST:
-		return proxy.LeastRequest, nil
+		out.LB = proxy.LeastRequest
 	case clusterv3.Cluster_RANDOM:
-		return proxy.Random, nil
-	case clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV:
-		return fallback("lb_policy " + c.GetLbPolicy().String()), nil
+		out.LB = proxy.Random
+	case clusterv3.Cluster_RING_HASH:
+		out.LB = proxy.RingHash
+		rh := c.GetRingHashLbConfig()
+		if rh.GetHashFunction() == clusterv3.Cluster_RingHashLbConfig_MURMUR_HASH_2 {
+			n.addf("cluster %q: ring hash function MURMUR_HASH_2 left out; the proxy hashes with its own", c.GetName())
+		}
+		return ringSizes(rh.GetMinimumRingSize(), rh.GetMaximumRingSize(), "ring_hash_lb_config", out)
+	case clusterv3.Cluster_MAGLEV:
+		out.LB = proxy.Maglev
+		return maglevSize(c.GetMaglevLbConfig().GetTableSize(), "maglev_lb_config.table_size", out)
+	default:
+		return fmt.Errorf("lb_policy: %s is not supported", c.GetLbPolicy())
 	}
-	return "", fmt.Errorf("lb_policy: %s is not supported", c.GetLbPolicy())
+	return nil
 }
 
-// idleTimeout reads the upstream idle timeout from wherever Envoy keeps it: the typed TCP or HTTP protocol
-// options, or the deprecated common_http_protocol_options.
-func idleTimeout(c *clusterv3.Cluster) (time.Duration, error) {
+// maxRingSize is Envoy's bound on both ring sizes.
+const maxRingSize = 8 << 20
+
+// ringSizes reads a ring's bounds; absent ones are left zero, which is Envoy's defaults (1024 and 8M).
+func ringSizes(minSize, maxSize *wrapperspb.UInt64Value, field string, out *proxy.Cluster) error {
+	lo, hi := minSize.GetValue(), maxSize.GetValue()
+	effectiveMin := uint64(1024)
+	if minSize != nil {
+		effectiveMin = lo
+	}
+	switch {
+	case lo > maxRingSize:
+		return fmt.Errorf("%s.minimum_ring_size: %d is above %d", field, lo, maxRingSize)
+	case hi > maxRingSize:
+		return fmt.Errorf("%s.maximum_ring_size: %d is above %d", field, hi, maxRingSize)
+	case maxSize != nil && hi < effectiveMin:
+		return fmt.Errorf("%s.maximum_ring_size: %d is below the minimum ring size %d", field, hi, effectiveMin)
+	}
+	out.MinRingSize, out.MaxRingSize = lo, hi
+	return nil
+}
+
+// maxMaglevTableSize is Envoy's bound on maglev's table.
+const maxMaglevTableSize = 5000011
+
+// maglevSize reads maglev's table size, a prime; absent, Envoy's 65537.
+func maglevSize(size *wrapperspb.UInt64Value, field string, out *proxy.Cluster) error {
+	if size == nil {
+		return nil
+	}
+	switch v := size.GetValue(); {
+	case v > maxMaglevTableSize:
+		return fmt.Errorf("%s: %d is above %d", field, v, maxMaglevTableSize)
+	case !new(big.Int).SetUint64(v).ProbablyPrime(0):
+		// Baillie-PSW, which ProbablyPrime(0) runs, makes no mistake below 2^64.
+		return fmt.Errorf("%s: %d is not a prime number", field, v)
+	}
+	out.MaglevTableSize = size.GetValue()
+	return nil
+}
+
+// httpOptions reads the upstream idle timeout and requests per connection from wherever Envoy keeps them: the
+// typed TCP or HTTP protocol options, or the deprecated cluster fields. The typed options win, as in Envoy.
+func httpOptions(c *clusterv3.Cluster) (idle time.Duration, perConn uint32, err error) {
 	var found *durationpb.Duration
 	field := "common_http_protocol_options.idle_timeout"
 	if d := c.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil {
 		found = d
 	}
-	for key, a := range c.GetTypedExtensionProtocolOptions() {
+	// Deprecated, but other control planes still write it.
+	perConn = c.GetMaxRequestsPerConnection().GetValue()
+	if v := c.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil {
+		perConn = v.GetValue()
+	}
+	for _, key := range slices.Sorted(maps.Keys(c.GetTypedExtensionProtocolOptions())) {
+		a := c.GetTypedExtensionProtocolOptions()[key]
 		switch typeName(a.GetTypeUrl()) {
 		case "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions":
 			o := &tcpoptionsv3.TcpProtocolOptions{}
 			if err := proto.Unmarshal(a.GetValue(), o); err != nil {
-				return 0, fmt.Errorf("typed_extension_protocol_options[%q]: %w", key, err)
+				return 0, 0, fmt.Errorf("typed_extension_protocol_options[%q]: %w", key, err)
 			}
 			if o.GetIdleTimeout() != nil {
 				found, field = o.GetIdleTimeout(), fmt.Sprintf("typed_extension_protocol_options[%q].idle_timeout", key)
@@ -167,22 +253,221 @@ func idleTimeout(c *clusterv3.Cluster) (time.Duration, error) {
 		case "envoy.extensions.upstreams.http.v3.HttpProtocolOptions":
 			o := &httpoptionsv3.HttpProtocolOptions{}
 			if err := proto.Unmarshal(a.GetValue(), o); err != nil {
-				return 0, fmt.Errorf("typed_extension_protocol_options[%q]: %w", key, err)
+				return 0, 0, fmt.Errorf("typed_extension_protocol_options[%q]: %w", key, err)
 			}
-			if d := o.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil && found == nil {
+			common := o.GetCommonHttpProtocolOptions()
+			if d := common.GetIdleTimeout(); d != nil && found == nil {
 				found = d
 				field = fmt.Sprintf("typed_extension_protocol_options[%q].common_http_protocol_options.idle_timeout", key)
+			}
+			if v := common.GetMaxRequestsPerConnection(); v != nil {
+				perConn = v.GetValue()
 			}
 		}
 	}
 	if found == nil {
-		return 0, nil
+		return 0, perConn, nil
 	}
 	d, err := duration(found)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", field, err)
+		return 0, 0, fmt.Errorf("%s: %w", field, err)
 	}
-	return d, nil
+	return d, perConn, nil
+}
+
+// Envoy's circuit breaker defaults, for a cluster that sets no thresholds of the default priority, or leaves
+// one out.
+const (
+	defaultMaxConnections     = 1024
+	defaultMaxPendingRequests = 1024
+	defaultMaxRequests        = 1024
+	defaultMaxRetries         = 3
+	// Envoy's retry budget defaults.
+	defaultBudgetPercent        = 20
+	defaultBudgetMinConcurrency = 3
+)
+
+// circuitBreaker reads the thresholds of the default priority with Envoy's defaults. MaxUint32, Istio's
+// "unlimited", becomes no limit (0); a limit of 0, which would refuse every request, cannot be expressed and is
+// refused. The high priority's thresholds are left out: the proxy gives every request the default priority.
+func circuitBreaker(c *clusterv3.Cluster, n *notes) (proxy.CircuitBreaker, error) {
+	out := proxy.CircuitBreaker{MaxConnections: defaultMaxConnections, MaxPendingRequests: defaultMaxPendingRequests,
+		MaxRequests: defaultMaxRequests, MaxRetries: defaultMaxRetries}
+	found := false
+	for i, t := range c.GetCircuitBreakers().GetThresholds() {
+		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
+			n.addf("cluster %q: circuit_breakers.thresholds[%d] of priority %s left out: every request has the default priority",
+				c.GetName(), i, t.GetPriority())
+			continue
+		}
+		field := fmt.Sprintf("thresholds[%d]", i)
+		if found {
+			return out, fmt.Errorf("%s: a second set for priority DEFAULT", field)
+		}
+		found = true
+		for _, l := range []struct {
+			name string
+			v    *wrapperspb.UInt32Value
+			to   *uint32
+		}{
+			{"max_connections", t.GetMaxConnections(), &out.MaxConnections},
+			{"max_pending_requests", t.GetMaxPendingRequests(), &out.MaxPendingRequests},
+			{"max_requests", t.GetMaxRequests(), &out.MaxRequests},
+			{"max_retries", t.GetMaxRetries(), &out.MaxRetries},
+		} {
+			switch {
+			case l.v == nil:
+			case l.v.GetValue() == 0:
+				return out, fmt.Errorf("%s.%s: 0 would refuse everything; the proxy takes at least 1", field, l.name)
+			case l.v.GetValue() == math.MaxUint32:
+				*l.to = 0
+			default:
+				*l.to = l.v.GetValue()
+			}
+		}
+		if rb := t.GetRetryBudget(); rb != nil {
+			out.RetryBudgetPercent = defaultBudgetPercent
+			if p := rb.GetBudgetPercent(); p != nil {
+				if p.GetValue() < 0 || p.GetValue() > 100 {
+					return out, fmt.Errorf("%s.retry_budget.budget_percent: %v is not a percentage in 0-100", field, p.GetValue())
+				}
+				out.RetryBudgetPercent = p.GetValue()
+			}
+			out.RetryBudgetMinConcurrency = defaultBudgetMinConcurrency
+			if m := rb.GetMinRetryConcurrency(); m != nil {
+				out.RetryBudgetMinConcurrency = m.GetValue()
+			}
+			if rb.GetBudgetInterval().AsDuration() > 0 {
+				n.addf("cluster %q: circuit_breakers.%s.retry_budget.budget_interval left out: the budget counts requests in flight",
+					c.GetName(), field)
+			}
+			// A budget replaces max_retries.
+			out.MaxRetries = 0
+		}
+		if t.GetMaxConnectionPools() != nil {
+			n.addf("cluster %q: circuit_breakers.%s.max_connection_pools left out", c.GetName(), field)
+		}
+	}
+	return out, nil
+}
+
+// Envoy's outlier detection defaults: each count is 5, the 5xx and local-origin ones enforced at 100% and the
+// gateway one at 0%.
+const (
+	defaultConsecutive           = 5
+	defaultInterval              = 10 * time.Second
+	defaultBaseEjectionTime      = 30 * time.Second
+	defaultMaxEjectionTime       = 300 * time.Second
+	defaultMaxEjectionPercent    = 10
+	defaultEnforcing5xx          = 100
+	defaultEnforcingGateway      = 0
+	defaultEnforcingLocalOrigin  = 100
+	defaultEnforcingSuccessRate  = 100
+	defaultHealthyPanicThreshold = 50
+)
+
+// outlierDetection reads Envoy's outlier detection with Envoy's defaults into the proxy's, where a count of 0
+// turns one detector off: a detector that is not enforced counts 0. Enforcement between 0% and 100% is
+// enforced always, with a note. Success-rate and failure-percentage detection are left out, with a note, as is
+// a panic threshold other than 0 (the proxy has no panic mode: it keeps balancing over healthy endpoints).
+func outlierDetection(c *clusterv3.Cluster, n *notes) (*proxy.OutlierDetection, error) {
+	od := c.GetOutlierDetection()
+	if od == nil {
+		return nil, nil
+	}
+	var problems []error
+	count := func(name string, v, enforcing *wrapperspb.UInt32Value, defEnforcing uint32) uint32 {
+		e := defEnforcing
+		if enforcing != nil {
+			e = enforcing.GetValue()
+		}
+		switch {
+		case e > 100:
+			problems = append(problems, fmt.Errorf("enforcing_%s: %d is not a percentage in 0-100", name, e))
+		case e == 0:
+			return 0
+		case e < 100:
+			n.addf("cluster %q: outlier_detection.enforcing_%s %d%% enforced always", c.GetName(), name, e)
+		}
+		if v == nil {
+			return defaultConsecutive
+		}
+		return v.GetValue()
+	}
+	out := &proxy.OutlierDetection{
+		Consecutive5xx: count("consecutive_5xx", od.GetConsecutive_5Xx(), od.GetEnforcingConsecutive_5Xx(), defaultEnforcing5xx),
+		ConsecutiveGatewayFailure: count("consecutive_gateway_failure", od.GetConsecutiveGatewayFailure(),
+			od.GetEnforcingConsecutiveGatewayFailure(), defaultEnforcingGateway),
+		SplitLocalOrigin:   od.GetSplitExternalLocalOriginErrors(),
+		Interval:           defaultInterval,
+		BaseEjectionTime:   defaultBaseEjectionTime,
+		MaxEjectionTime:    defaultMaxEjectionTime,
+		MaxEjectionPercent: defaultMaxEjectionPercent,
+	}
+	if out.SplitLocalOrigin {
+		out.ConsecutiveLocalOriginFailure = count("consecutive_local_origin_failure", od.GetConsecutiveLocalOriginFailure(),
+			od.GetEnforcingConsecutiveLocalOriginFailure(), defaultEnforcingLocalOrigin)
+	}
+	if err := errors.Join(problems...); err != nil {
+		return nil, err
+	}
+	for _, d := range []struct {
+		name string
+		v    *durationpb.Duration
+		to   *time.Duration
+	}{
+		{"interval", od.GetInterval(), &out.Interval},
+		{"base_ejection_time", od.GetBaseEjectionTime(), &out.BaseEjectionTime},
+		{"max_ejection_time", od.GetMaxEjectionTime(), &out.MaxEjectionTime},
+	} {
+		if d.v == nil {
+			continue
+		}
+		v, err := duration(d.v)
+		if err != nil || v == 0 {
+			return nil, fmt.Errorf("%s: must be a duration above 0 (%v)", d.name, d.v)
+		}
+		*d.to = v
+	}
+	if p := od.GetMaxEjectionPercent(); p != nil {
+		switch v := p.GetValue(); {
+		case v > 100:
+			return nil, fmt.Errorf("max_ejection_percent: %d is not a percentage in 0-100", v)
+		case v == 0:
+			// Envoy still ejects one endpoint at 0%; the proxy's 0 would mean its default 10%.
+			out.MaxEjectionPercent = 1
+		default:
+			out.MaxEjectionPercent = v
+		}
+	}
+	if od.GetMaxEjectionTimeJitter().AsDuration() > 0 {
+		n.addf("cluster %q: outlier_detection.max_ejection_time_jitter left out", c.GetName())
+	}
+	enforced := func(v *wrapperspb.UInt32Value, def uint32) bool {
+		if v == nil {
+			return def > 0
+		}
+		return v.GetValue() > 0
+	}
+	if enforced(od.GetEnforcingSuccessRate(), defaultEnforcingSuccessRate) ||
+		enforced(od.GetEnforcingFailurePercentage(), 0) ||
+		(out.SplitLocalOrigin && enforced(od.GetEnforcingLocalOriginSuccessRate(), defaultEnforcingSuccessRate)) ||
+		enforced(od.GetEnforcingFailurePercentageLocalOrigin(), 0) {
+		n.addf("cluster %q: outlier_detection success-rate and failure-percentage ejection left out; consecutive failures eject",
+			c.GetName())
+	}
+	if len(od.GetMonitors()) > 0 {
+		n.addf("cluster %q: outlier_detection.monitors left out", c.GetName())
+	}
+	threshold := float64(defaultHealthyPanicThreshold)
+	if p := c.GetCommonLbConfig().GetHealthyPanicThreshold(); p != nil {
+		threshold = p.GetValue()
+	}
+	if threshold > 0 {
+		n.addf("cluster %q: healthy_panic_threshold %v%% left out: the proxy has no panic mode and keeps to healthy endpoints",
+			c.GetName(), threshold)
+	}
+	return out, nil
 }
 
 func duration(d *durationpb.Duration) (time.Duration, error) {
@@ -238,12 +523,13 @@ func translateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) ([]proxy.End
 	return eps, nil
 }
 
-// loadAssignmentEndpoints takes the endpoints of the best priority that has a usable one: the proxy has no
-// priority failover, and this is the set Envoy would send to while that priority is healthy. Unhealthy,
-// draining and timed-out endpoints are left out.
+// loadAssignmentEndpoints takes the endpoints of every priority, each with its priority and locality, for the
+// proxy's priority failover. Unhealthy, draining and timed-out endpoints are left out.
 func loadAssignmentEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]proxy.Endpoint, error) {
-	byPriority := map[uint32][]proxy.Endpoint{}
+	var out []proxy.Endpoint
 	for i, loc := range cla.GetEndpoints() {
+		l := loc.GetLocality()
+		locality := strings.TrimRight(l.GetRegion()+"/"+l.GetZone()+"/"+l.GetSubZone(), "/")
 		for j, lbe := range loc.GetLbEndpoints() {
 			path := fmt.Sprintf("endpoints[%d].lb_endpoints[%d]", i, j)
 			ep, ok := lbe.GetHostIdentifier().(*endpointv3.LbEndpoint_Endpoint)
@@ -258,21 +544,16 @@ func loadAssignmentEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]proxy.End
 			case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
 				continue
 			}
-			byPriority[loc.GetPriority()] = append(byPriority[loc.GetPriority()], proxy.Endpoint{
-				Address: addr,
-				Labels:  endpointLabels(lbe.GetMetadata()),
-				Weight:  lbe.GetLoadBalancingWeight().GetValue(),
+			out = append(out, proxy.Endpoint{
+				Address:  addr,
+				Labels:   endpointLabels(lbe.GetMetadata()),
+				Weight:   lbe.GetLoadBalancingWeight().GetValue(),
+				Locality: locality,
+				Priority: loc.GetPriority(),
 			})
 		}
 	}
-	if len(byPriority) == 0 {
-		return nil, nil
-	}
-	prios := make([]uint32, 0, len(byPriority))
-	for p := range byPriority {
-		prios = append(prios, p)
-	}
-	return byPriority[slices.Min(prios)], nil
+	return out, nil
 }
 
 // endpointLabels reads the string fields of filter_metadata["envoy.lb"] (Envoy's subset convention) and

@@ -209,7 +209,7 @@ func translateMetaProtocolProxy(m *mppv1alpha.MetaProtocolProxy, codecs *codec.R
 		}
 		part.rds = rs.Rds.GetRouteConfigName()
 	case *mppv1alpha.MetaProtocolProxy_RouteConfig:
-		rc, err := translateNativeRoutes(rs.RouteConfig, listener, n)
+		rc, err := translateNativeRoutes(rs.RouteConfig)
 		if err != nil {
 			return nil, fmt.Errorf("route_config: %w", err)
 		}

@@ -306,10 +306,13 @@ func TestTranslate(t *testing.T) {
 			HashPolicy:       []string{"user-id"},
 			RequestMutation:  []codec.KeyValue{{Key: "foo", Value: "bar"}},
 			ResponseMutation: []codec.KeyValue{{Key: "served-by", Value: "meltemi"}},
+			Mirrors:          []proxy.Mirror{{Cluster: demoV2, PerMillion: 1000000}},
+			Timeout:          15 * time.Second,
 		},
 		{
 			Name:    "v2",
 			Cluster: demoV2,
+			Timeout: 15 * time.Second,
 			Match: []proxy.MetadataMatcher{
 				{Key: "method", Kind: proxy.MatchRegex, Value: "(?is)SayBye"},
 				{Key: "interface", Kind: proxy.MatchRegex, Value: ".*Internal", Invert: true},
@@ -317,7 +320,7 @@ func TestTranslate(t *testing.T) {
 				{Key: "group", Kind: proxy.MatchRegex, Value: "(?s).*x.*"},
 			},
 		},
-		{Name: "default", Cluster: demoAll},
+		{Name: "default", Cluster: demoAll, Timeout: 15 * time.Second},
 	}}
 	want := &proxy.Config{
 		Listeners: []proxy.Listener{
@@ -328,8 +331,9 @@ func TestTranslate(t *testing.T) {
 			},
 			{
 				Name: "gateway_20881", Address: "127.0.0.1:20881", StatPrefix: "gateway",
-				Codec:  proxy.CodecConfig{Name: dubboCodec},
-				Routes: proxy.RouteConfig{Name: "gateway_20881", Routes: []proxy.Route{{Name: "all", Cluster: demoAll}}},
+				Codec: proxy.CodecConfig{Name: dubboCodec},
+				Routes: proxy.RouteConfig{Name: "gateway_20881", Routes: []proxy.Route{
+					{Name: "all", Cluster: demoAll, Timeout: 15 * time.Second}}},
 			},
 			{
 				Name: "inbound_20880", Address: "0.0.0.0:20880", StatPrefix: "inbound|20880||",
@@ -349,6 +353,7 @@ func TestTranslate(t *testing.T) {
 						HashPolicy:       []string{"user-id"},
 						RequestMutation:  []codec.KeyValue{{Key: "foo", Value: "bar"}},
 						ResponseMutation: []codec.KeyValue{{Key: "served-by", Value: "meltemi"}},
+						Mirrors:          []proxy.Mirror{{Cluster: demoV2, PerMillion: 500000}},
 					},
 					{Name: "default", Cluster: demoAll},
 				}},
@@ -358,8 +363,10 @@ func TestTranslate(t *testing.T) {
 			{
 				Name: demoV1, LB: proxy.LeastRequest, ConnectTimeout: 2 * time.Second, IdleTimeout: time.Hour,
 				ConnectionsPerEndpoint: 4,
+				CircuitBreaker:         proxy.CircuitBreaker{MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3},
 				Service:                proxy.Service{Host: demoHost, Name: "demo", Namespace: "shop"},
 				Endpoints: []proxy.Endpoint{
+					{Address: "10.2.0.9:20880", Priority: 1},
 					{Address: "10.2.0.1:20880", Weight: 3, Labels: map[string]string{
 						"version": "v1", "app": "demo", "workload": "demo-v1", "namespace": "shop",
 						"service.istio.io/canonical-name": "demo", "service.istio.io/canonical-revision": "v1",
@@ -369,19 +376,21 @@ func TestTranslate(t *testing.T) {
 				},
 			},
 			{
-				Name: demoV2, LB: proxy.RoundRobin, ConnectTimeout: time.Second, IdleTimeout: 5 * time.Minute,
-				Service:   proxy.Service{Host: demoHost, Name: "demo-svc", Namespace: "shop"},
-				Endpoints: []proxy.Endpoint{{Address: "10.3.0.2:20880"}},
+				Name: demoV2, LB: proxy.RingHash, ConnectTimeout: time.Second, IdleTimeout: 5 * time.Minute,
+				CircuitBreaker: envoyDefaults,
+				Service:        proxy.Service{Host: demoHost, Name: "demo-svc", Namespace: "shop"},
+				Endpoints:      []proxy.Endpoint{{Address: "10.3.0.2:20880", Priority: 1}},
 			},
 			{
-				Name: "outbound|20880||demo.shop.svc.cluster.local", LB: proxy.Random,
+				Name: "outbound|20880||demo.shop.svc.cluster.local", LB: proxy.Random, CircuitBreaker: envoyDefaults,
 				Service:   proxy.Service{Host: demoHost, Name: "demo", Namespace: "shop"},
 				Endpoints: []proxy.Endpoint{{Address: "10.1.0.1:20880"}, {Address: "10.1.0.2:20880"}},
 			},
 			{
 				Name: "outbound|20880||org.apache.dubbo.demo", LB: proxy.RoundRobin, IdleTimeout: time.Minute,
-				Service:   proxy.Service{Host: "org.apache.dubbo.demo", Name: "org"},
-				Endpoints: []proxy.Endpoint{{Address: "provider.example.com:20880"}},
+				CircuitBreaker: envoyDefaults,
+				Service:        proxy.Service{Host: "org.apache.dubbo.demo", Name: "org"},
+				Endpoints:      []proxy.Endpoint{{Address: "provider.example.com:20880"}},
 			},
 		},
 	}
@@ -394,9 +403,6 @@ func TestTranslate(t *testing.T) {
 		`listener "10.0.0.7_20880": filter_chains[0] has no meta_protocol_proxy filter; left out`,
 		`listener "inbound_20880": filter_chains[0].filters[0] istio.metadata_exchange left out`,
 		`listener "inbound_20880": meta_protocol_proxy tracing is not supported yet`,
-		`listener "inbound_20880": route "v1": request mirroring is not supported yet`,
-		`route configuration "demo.shop.svc.cluster.local_20880": route "v1": request mirroring is not supported yet`,
-		`cluster "outbound|20880|v2|demo.shop.svc.cluster.local": lb_policy RING_HASH is not supported yet; using ROUND_ROBIN`,
 	}
 	for _, w := range wantNotes {
 		if !slices.ContainsFunc(got.Notes, func(n string) bool { return strings.Contains(n, w) }) {
@@ -404,6 +410,9 @@ func TestTranslate(t *testing.T) {
 		}
 	}
 }
+
+// envoyDefaults are Envoy's circuit breakers, for a cluster that sets none.
+var envoyDefaults = proxy.CircuitBreaker{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3}
 
 func dump(v any) string {
 	b, _ := json.MarshalIndent(v, "", "  ")
