@@ -18,6 +18,7 @@ import (
 func newMeshCommand(p Plugins) *cobra.Command {
 	var (
 		dir, xdsAddr, admin string
+		locality            string
 		logs                logFlags
 	)
 	cmd := &cobra.Command{
@@ -32,6 +33,9 @@ for a ServiceEntry without one), so a client simply dials the service's address.
 			log, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
+			}
+			if _, err := proxyxds.ParseLocality(locality); err != nil {
+				return fmt.Errorf("--locality: %w", err)
 			}
 			codecs, err := p.codecs()
 			if err != nil {
@@ -61,7 +65,7 @@ for a ServiceEntry without one), so a client simply dials the service's address.
 			host, _ := os.Hostname()
 			client, err := proxyxds.New(proxyxds.Options{
 				Address: lis.Addr().String(),
-				Node:    proxyxds.Node{ID: "mesh~" + host, Mode: proxyxds.ModeLocal},
+				Node:    proxyxds.Node{ID: "mesh~" + host, Mode: proxyxds.ModeLocal, Locality: locality},
 				Codecs:  codecs,
 				Proxy:   p,
 				Logger:  log,
@@ -99,6 +103,7 @@ for a ServiceEntry without one), so a client simply dials the service's address.
 	f.StringVarP(&dir, "filename", "f", "", "folder of YAML manifests to serve (watched)")
 	f.StringVar(&xdsAddr, "xds", "127.0.0.1:15010", "host:port the controller's xDS server listens on")
 	f.StringVar(&admin, "admin", "127.0.0.1:15000", "host:port serving /ready, /metrics and /config_dump")
+	f.StringVar(&locality, "locality", "", "where the proxy runs, region/zone/subzone; with outlier detection, nearer endpoints come first")
 	cmd.MarkFlagRequired("filename")
 	logs.add(cmd)
 	return cmd

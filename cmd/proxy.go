@@ -16,6 +16,7 @@ func newProxyCommand(p Plugins) *cobra.Command {
 	var (
 		xdsAddr, node, mode, admin string
 		namespace, workload        string
+		locality                   string
 		labels                     map[string]string
 		logs                       logFlags
 	)
@@ -35,6 +36,9 @@ serving its last config while the controller is away, and resyncs when it comes 
 			case xds.ModeLocal, xds.ModeSidecar, xds.ModeGateway:
 			default:
 				return fmt.Errorf("--mode: %q is not local, sidecar or gateway", mode)
+			}
+			if _, err := xds.ParseLocality(locality); err != nil {
+				return fmt.Errorf("--locality: %w", err)
 			}
 			if node == "" {
 				host, err := os.Hostname()
@@ -67,7 +71,7 @@ serving its last config while the controller is away, and resyncs when it comes 
 			client, err := xds.New(xds.Options{
 				Address: xdsAddr,
 				Node: xds.Node{ID: node, Mode: m, Namespace: namespace, WorkloadName: workload,
-					Labels: labels},
+					Labels: labels, Locality: locality},
 				Codecs:  codecs,
 				Proxy:   p,
 				Logger:  log,
@@ -94,6 +98,7 @@ serving its last config while the controller is away, and resyncs when it comes 
 	f.StringVar(&namespace, "namespace", "", "namespace of the workload this proxy serves")
 	f.StringVar(&workload, "workload", "", "name of the workload this proxy serves")
 	f.StringToStringVar(&labels, "labels", nil, "labels of the workload (app=x,version=v1)")
+	f.StringVar(&locality, "locality", "", "where the proxy runs, region/zone/subzone; with outlier detection, nearer endpoints come first")
 	logs.add(cmd)
 	return cmd
 }

@@ -114,3 +114,82 @@ func TestValidateUsage(t *testing.T) {
 		t.Errorf("a single file: err = %v, output:\n%s", err, out)
 	}
 }
+
+// TestValidateTrafficPolicy prints each bad field of the traffic policy a user writes, by its path.
+func TestValidateTrafficPolicy(t *testing.T) {
+	dir := t.TempDir()
+	const manifests = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: demo, namespace: shop}
+spec:
+  hosts: [demo.example]
+  ports: [{number: 20880, name: tcp-dubbo}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: demo, namespace: shop}
+spec:
+  host: demo.example
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3, maxEjectionPercent: 150, baseEjectionTime: 3 minutes}
+---
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: demo, namespace: shop}
+spec:
+  hosts: [demo.example]
+  routes:
+  - name: slow
+    timeout: 1s
+    retries: {attempts: 2, perTryTimeout: 2s}
+    route: [{destination: {host: demo.example}}]
+---
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: bad, namespace: shop}
+spec:
+  hosts: [other.example]
+  routes:
+  - name: r
+    retries: {attempts: 2, retryOn: "connect-failure,refused-stream"}
+    fault: {abort: {errorKind: teapot}}
+    concurrencyLimit: {maxRequests: 0}
+    route: [{destination: {host: other.example}}]
+---
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: worse, namespace: shop}
+spec:
+  hosts: [other.example]
+  routes:
+  - name: r
+    timeout: soon
+    route: [{destination: {host: other.example}}]
+`
+	file := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(file, []byte(manifests), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := validate(t, "-f", dir)
+	if !errors.Is(err, errInvalidConfig) {
+		t.Fatalf("err = %v, want errInvalidConfig (exit 1)\n%s", err, out)
+	}
+	for _, want := range []string{
+		file + `: DestinationRule shop/demo: spec.trafficPolicy.outlierDetection.baseEjectionTime: "3 minutes" is not a duration such as "30s" or "1m"`,
+		file + `: MetaRouter shop/demo: spec.routes[0].retries.perTryTimeout: warning: 2s is longer than the route's timeout (1s), which ends the request first`,
+		file + `: MetaRouter shop/bad: spec.routes[0].retries.retryOn: "refused-stream" is not a retry condition (connect-failure, reset, timeout, retriable-status-codes, failed, or 5xx, gateway-error)`,
+		file + `: MetaRouter shop/bad: spec.routes[0].fault.abort.errorKind: unknown error kind "teapot"; one of route_not_found, no_healthy_upstream, bad_response, unspecified, over_limit, timeout, unauthorized, bad_request`,
+		file + `: MetaRouter shop/bad: spec.routes[0].concurrencyLimit.maxRequests: must be at least 1`,
+		file + `: MetaRouter shop/worse: spec.routes[0].timeout: "soon" is not a duration such as "2s" or "500ms"`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("no line\n  %s\nin\n%s", want, out)
+		}
+	}
+	// The bad DestinationRule is not served, and neither are the bad MetaRouters; the good one is.
+	if !strings.Contains(out, "router: MetaRouter shop/demo") || !strings.HasSuffix(out, "\n5 errors, 1 warning\n") {
+		t.Errorf("summary:\n%s", out)
+	}
+}

@@ -13,11 +13,12 @@ import (
 
 func TestParseNode(t *testing.T) {
 	tests := []struct {
-		name    string
-		id      string
-		md      map[string]any
-		want    translate.Node
-		wantErr string
+		name     string
+		id       string
+		md       map[string]any
+		locality *corev3.Locality
+		want     translate.Node
+		wantErr  string
 	}{
 		{
 			name: "all metadata",
@@ -28,6 +29,10 @@ func TestParseNode(t *testing.T) {
 				Labels: map[string]string{"app": "demo", "version": "v1"}},
 		},
 		{name: "no metadata is local", id: "p1", want: translate.Node{ID: "p1", Mode: translate.Local}},
+		{name: "locality", id: "p1", locality: &corev3.Locality{Region: "eu-west", Zone: "zone-a", SubZone: "rack-1"},
+			want: translate.Node{ID: "p1", Mode: translate.Local, Locality: "eu-west/zone-a/rack-1"}},
+		{name: "locality without a sub-zone", id: "p1", locality: &corev3.Locality{Region: "eu-west", Zone: "zone-a"},
+			want: translate.Node{ID: "p1", Mode: translate.Local, Locality: "eu-west/zone-a"}},
 		{name: "mode ignores case", id: "p1", md: map[string]any{"MODE": "Gateway"},
 			want: translate.Node{ID: "p1", Mode: translate.Gateway}},
 		{
@@ -55,7 +60,7 @@ func TestParseNode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n := &corev3.Node{Id: tt.id}
+			n := &corev3.Node{Id: tt.id, Locality: tt.locality}
 			if tt.md != nil {
 				st, err := structpb.NewStruct(tt.md)
 				if err != nil {
@@ -93,6 +98,8 @@ func TestShareKey(t *testing.T) {
 		{Mode: translate.Sidecar, Namespace: "shop", Labels: map[string]string{"app": "x", "v": "2"}},
 		// Fields run together must not be confused: namespace "shop" + workload "" vs "sho" + "p".
 		{Mode: translate.Sidecar, Namespace: "sho", Workload: "p", Labels: base.Labels},
+		// Endpoint priorities follow the locality, so it must split the translation.
+		{Mode: translate.Sidecar, Namespace: "shop", Labels: base.Labels, Locality: "eu-west/zone-a"},
 	} {
 		if shareKey(other) == shareKey(base) {
 			t.Errorf("%+v shares the key of %+v", other, base)

@@ -189,7 +189,8 @@ func startProxy(t *testing.T, addr string) *harness {
 	c, err := xds.New(xds.Options{
 		Address: addr,
 		Node: xds.Node{ID: nodeID, Cluster: "demo.shop", Mode: xds.ModeSidecar, Namespace: "shop",
-			WorkloadName: "demo-v1", Labels: map[string]string{"app": "demo", "version": "v1"}},
+			WorkloadName: "demo-v1", Labels: map[string]string{"app": "demo", "version": "v1"},
+			Locality: "eu-west/zone-a"},
 		Codecs:              codecs(t),
 		Proxy:               p,
 		Logger:              log,
@@ -446,7 +447,8 @@ func TestClientServesSnapshot(t *testing.T) {
 	md := node.GetMetadata().GetFields()
 	if node.GetId() != nodeID || node.GetCluster() != "demo.shop" || md[xds.MetadataMode].GetStringValue() != "sidecar" ||
 		md[xds.MetadataNamespace].GetStringValue() != "shop" || md[xds.MetadataWorkloadName].GetStringValue() != "demo-v1" ||
-		md[xds.MetadataLabels].GetStructValue().GetFields()["app"].GetStringValue() != "demo" {
+		md[xds.MetadataLabels].GetStructValue().GetFields()["app"].GetStringValue() != "demo" ||
+		node.GetLocality().GetRegion() != "eu-west" || node.GetLocality().GetZone() != "zone-a" {
 		t.Errorf("node %v", node)
 	}
 	if first.GetTypeUrl() != xds.ClusterType {

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -43,11 +44,39 @@ type Node struct {
 	// Labels are the workload's labels; app, version and Istio's canonical labels feed the source_* metric
 	// labels.
 	Labels map[string]string
+	// Locality is where the proxy runs, "region/zone/subzone" as Istio writes it (zone and subzone may be
+	// left out), sent as the xDS node's locality: the controller puts nearer endpoints first for it.
+	Locality string
+}
+
+// ParseLocality splits "region/zone/subzone" (zone and subzone optional) into an xDS locality; nil for "".
+func ParseLocality(s string) (*corev3.Locality, error) {
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, "/")
+	if len(parts) > 3 {
+		return nil, fmt.Errorf("locality %q: at most region/zone/subzone", s)
+	}
+	if parts[0] == "" {
+		return nil, fmt.Errorf("locality %q: the region is required", s)
+	}
+	l := &corev3.Locality{Region: parts[0]}
+	if len(parts) > 1 {
+		l.Zone = parts[1]
+	}
+	if len(parts) > 2 {
+		l.SubZone = parts[2]
+	}
+	return l, nil
 }
 
 func (n Node) validate() error {
 	if n.ID == "" {
 		return fmt.Errorf("node id: required")
+	}
+	if _, err := ParseLocality(n.Locality); err != nil {
+		return fmt.Errorf("node %w", err)
 	}
 	switch n.Mode {
 	case ModeLocal, ModeSidecar, ModeGateway:
@@ -76,7 +105,11 @@ func (n Node) proto() (*corev3.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node metadata: %w", err)
 	}
-	return &corev3.Node{Id: n.ID, Cluster: n.Cluster, Metadata: st, UserAgentName: "meltemi"}, nil
+	locality, err := ParseLocality(n.Locality)
+	if err != nil {
+		return nil, fmt.Errorf("node %w", err)
+	}
+	return &corev3.Node{Id: n.ID, Cluster: n.Cluster, Metadata: st, Locality: locality, UserAgentName: "meltemi"}, nil
 }
 
 // proxyNode is the identity the proxy's metrics report as the source.

@@ -19,6 +19,7 @@ import (
 	ringhashv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	httpoptionsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -550,6 +551,26 @@ func TestNativeRoutesHaveNoDefaultTimeout(t *testing.T) {
 	for _, r := range tr.Config.Listeners[0].Routes.Routes {
 		if r.Timeout != 0 || r.Retry != nil {
 			t.Errorf("native route %q: timeout %v, retry %+v; want neither", r.Name, r.Timeout, r.Retry)
+		}
+	}
+}
+
+func TestParseLocality(t *testing.T) {
+	for in, want := range map[string]*corev3.Locality{
+		"":                 nil,
+		"eu-west":          {Region: "eu-west"},
+		"eu-west/zone-a":   {Region: "eu-west", Zone: "zone-a"},
+		"eu-west/a/rack-1": {Region: "eu-west", Zone: "a", SubZone: "rack-1"},
+		"eu//rack-1":       {Region: "eu", SubZone: "rack-1"},
+	} {
+		got, err := xds.ParseLocality(in)
+		if err != nil || !proto.Equal(got, want) {
+			t.Errorf("ParseLocality(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"a/b/c/d", "/zone-a"} {
+		if _, err := xds.ParseLocality(bad); err == nil {
+			t.Errorf("ParseLocality(%q): no error", bad)
 		}
 	}
 }
