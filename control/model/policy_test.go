@@ -113,7 +113,7 @@ func TestDestinationRulePolicyValidation(t *testing.T) {
   tcp: {maxConnections: 100, connectTimeout: 1s, idleTimeout: 3600s}
   http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 10, maxRetries: 3, idleTimeout: 30s}
 outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 3, splitExternalLocalOriginErrors: true,
-  consecutiveLocalOriginFailures: 2, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 50}
+  consecutiveLocalOriginFailures: 2, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 50, minHealthPercent: 30}
 retryBudget: {percent: 25, minRetryConcurrency: 5}
 loadBalancer: {consistentHash: {httpHeaderName: userId, maglev: {tableSize: 65537}},
   localityLbSetting: {failover: [{from: eu, to: us}]}}
@@ -130,8 +130,8 @@ portLevelSettings:
 			sev: model.SeverityError, field: "spec.trafficPolicy.outlierDetection.maxEjectionPercent", msg: "not a percentage"},
 		{name: "interval too short", policy: "outlierDetection: {interval: 0s}",
 			sev: model.SeverityError, field: "spec.trafficPolicy.outlierDetection.interval", msg: "at least 1ms"},
-		{name: "min health", policy: "outlierDetection: {minHealthPercent: 50}",
-			sev: model.SeverityWarning, field: "spec.trafficPolicy.outlierDetection.minHealthPercent", msg: "no panic mode"},
+		{name: "min health", policy: "outlierDetection: {minHealthPercent: 101}",
+			sev: model.SeverityError, field: "spec.trafficPolicy.outlierDetection.minHealthPercent", msg: "not a percentage"},
 		{name: "local origin without split", policy: "outlierDetection: {consecutiveLocalOriginFailures: 3}",
 			sev: model.SeverityWarning, field: "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures", msg: "splitExternalLocalOriginErrors"},
 		{name: "deprecated consecutiveErrors", policy: "outlierDetection: {consecutiveErrors: 3}",

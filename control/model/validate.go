@@ -247,8 +247,6 @@ func checkOutlierDetection(od *networking.OutlierDetection, field string, r *rep
 	}
 	if p := od.GetMinHealthPercent(); p < 0 || p > 100 {
 		r.errorf(field+".minHealthPercent", "%d is not a percentage in 0-100", p)
-	} else if p > 0 {
-		r.warnf(field+".minHealthPercent", "not used: meta-protocol proxies have no panic mode, and keep ejecting below it")
 	}
 	if len(od.GetOutlierDetectionHttpErrorCodes()) > 0 {
 		r.warnf(field+".outlierDetectionHttpErrorCodes", "not used for meta-protocol services: a failure is what the protocol marks as one")

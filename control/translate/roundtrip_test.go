@@ -6,6 +6,7 @@ package translate_test
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"maps"
 	"math"
 	"net"
@@ -66,6 +67,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 			checkListeners(t, res, tr.Config)
 			checkClusters(t, res, tr.Config)
+			checkProxyAccepts(t, reg, stub.Name, tr.Config)
 		})
 	}
 }
@@ -77,6 +79,31 @@ func builtinFilters(t *testing.T) *filter.Registry {
 		t.Fatal(err)
 	}
 	return reg
+}
+
+// checkProxyAccepts gives the config to a real proxy, whose Update runs every check of the data plane
+// (retry conditions, fault kinds, ring and table sizes, percentages, ...). Listeners move to ephemeral ports
+// on 127.0.0.1, so that nothing binds the cases' addresses; those of the stub codec, which builds nothing, are
+// left out.
+func checkProxyAccepts(t *testing.T, reg *codec.Registry, stubCodec string, cfg *proxy.Config) {
+	t.Helper()
+	p, err := proxy.New(proxy.Options{Codecs: reg, Filters: builtinFilters(t), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	local := *cfg
+	local.Listeners = nil
+	for _, l := range cfg.Listeners {
+		if l.Codec.Name == stubCodec {
+			continue
+		}
+		l.Address = "127.0.0.1:0"
+		local.Listeners = append(local.Listeners, l)
+	}
+	if err := p.Update(&local); err != nil {
+		t.Errorf("the proxy refuses the config: %v", err)
+	}
 }
 
 func byName[M any](list []M, name func(M) string) map[string]M {
@@ -384,6 +411,14 @@ func checkClusterPolicy(t *testing.T, c *clusterv3.Cluster, pc proxy.Cluster) {
 	if pc.IdleTimeout != idle || pc.MaxRequestsPerConnection != perConn {
 		t.Errorf("cluster %s: idle timeout %v, requests per connection %d, want %v and %d", c.GetName(),
 			pc.IdleTimeout, pc.MaxRequestsPerConnection, idle, perConn)
+	}
+
+	wantPanic := 50.0
+	if p := c.GetCommonLbConfig().GetHealthyPanicThreshold(); p != nil {
+		wantPanic = p.GetValue()
+	}
+	if pc.PanicThreshold != wantPanic {
+		t.Errorf("cluster %s: panic threshold %v, want %v", c.GetName(), pc.PanicThreshold, wantPanic)
 	}
 
 	od := c.GetOutlierDetection()

@@ -92,6 +92,9 @@ func clusterBody(c *clusterv3.Cluster, n *notes) (*clusterPart, error) {
 	if part.cfg.Outlier, err = outlierDetection(c, n); err != nil {
 		return nil, fmt.Errorf("outlier_detection: %w", err)
 	}
+	if part.cfg.PanicThreshold, err = panicThreshold(c); err != nil {
+		return nil, err
+	}
 	for i, t := range c.GetCircuitBreakers().GetPerHostThresholds() {
 		if t.GetPriority() != corev3.RoutingPriority_DEFAULT || t.GetMaxConnections() == nil {
 			continue
@@ -368,8 +371,7 @@ const (
 
 // outlierDetection reads Envoy's outlier detection with Envoy's defaults into the proxy's, where a count of 0
 // turns one detector off: a detector that is not enforced counts 0. Enforcement between 0% and 100% is
-// enforced always, with a note. Success-rate and failure-percentage detection are left out, with a note, as is
-// a panic threshold other than 0 (the proxy has no panic mode: it keeps balancing over healthy endpoints).
+// enforced always, with a note. Success-rate and failure-percentage detection are left out, with a note.
 func outlierDetection(c *clusterv3.Cluster, n *notes) (*proxy.OutlierDetection, error) {
 	od := c.GetOutlierDetection()
 	if od == nil {
@@ -459,15 +461,19 @@ func outlierDetection(c *clusterv3.Cluster, n *notes) (*proxy.OutlierDetection, 
 	if len(od.GetMonitors()) > 0 {
 		n.addf("cluster %q: outlier_detection.monitors left out", c.GetName())
 	}
-	threshold := float64(defaultHealthyPanicThreshold)
-	if p := c.GetCommonLbConfig().GetHealthyPanicThreshold(); p != nil {
-		threshold = p.GetValue()
-	}
-	if threshold > 0 {
-		n.addf("cluster %q: healthy_panic_threshold %v%% left out: the proxy has no panic mode and keeps to healthy endpoints",
-			c.GetName(), threshold)
-	}
 	return out, nil
+}
+
+// panicThreshold reads common_lb_config.healthy_panic_threshold, Envoy's 50% when absent.
+func panicThreshold(c *clusterv3.Cluster) (float64, error) {
+	p := c.GetCommonLbConfig().GetHealthyPanicThreshold()
+	if p == nil {
+		return defaultHealthyPanicThreshold, nil
+	}
+	if v := p.GetValue(); v < 0 || v > 100 {
+		return 0, fmt.Errorf("common_lb_config.healthy_panic_threshold: %v is not a percentage in 0-100", v)
+	}
+	return p.GetValue(), nil
 }
 
 func duration(d *durationpb.Duration) (time.Duration, error) {

@@ -331,6 +331,8 @@ func TestClusterPolicy(t *testing.T) {
 		mutate func(*testing.T, *clusterv3.Cluster)
 		want   proxy.Cluster // Name, Service and Endpoints are filled in; LB defaults to round robin
 		note   string
+		// panicOff: the cluster sets a panic threshold of 0; others get Envoy's 50%.
+		panicOff bool
 	}{
 		{name: "no circuit breakers: Envoy's defaults",
 			mutate: func(*testing.T, *clusterv3.Cluster) {},
@@ -387,7 +389,8 @@ func TestClusterPolicy(t *testing.T) {
 			},
 			want: proxy.Cluster{CircuitBreaker: envoyDefaults, Outlier: &proxy.OutlierDetection{Consecutive5xx: 7,
 				ConsecutiveGatewayFailure: 3, SplitLocalOrigin: true, ConsecutiveLocalOriginFailure: 2, Interval: 5 * time.Second,
-				BaseEjectionTime: time.Minute, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 50}}},
+				BaseEjectionTime: time.Minute, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 50}},
+			panicOff: true},
 		{name: "unenforced detectors are off; 0% ejection still ejects one; partial enforcement noted",
 			mutate: func(_ *testing.T, c *clusterv3.Cluster) {
 				c.OutlierDetection = &clusterv3.OutlierDetection{EnforcingConsecutive_5Xx: wrapperspb.UInt32(0),
@@ -398,13 +401,14 @@ func TestClusterPolicy(t *testing.T) {
 			want: proxy.Cluster{CircuitBreaker: envoyDefaults, Outlier: &proxy.OutlierDetection{ConsecutiveGatewayFailure: 5,
 				Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second,
 				MaxEjectionPercent: 1}},
-			note: `cluster "c": outlier_detection.enforcing_consecutive_gateway_failure 50% enforced always`},
-		{name: "panic threshold noted",
+			note:     `cluster "c": outlier_detection.enforcing_consecutive_gateway_failure 50% enforced always`,
+			panicOff: true},
+		{name: "panic threshold as written",
 			mutate: func(_ *testing.T, c *clusterv3.Cluster) {
 				c.OutlierDetection = &clusterv3.OutlierDetection{EnforcingSuccessRate: wrapperspb.UInt32(0)}
+				c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 30}}
 			},
-			want: proxy.Cluster{CircuitBreaker: envoyDefaults, Outlier: withOutlier(envoyOutlier)},
-			note: `cluster "c": healthy_panic_threshold 50% left out`},
+			want: proxy.Cluster{CircuitBreaker: envoyDefaults, Outlier: withOutlier(envoyOutlier), PanicThreshold: 30}},
 		{name: "ring hash with its sizes",
 			mutate: func(_ *testing.T, c *clusterv3.Cluster) {
 				c.LbPolicy = clusterv3.Cluster_RING_HASH
@@ -448,6 +452,9 @@ func TestClusterPolicy(t *testing.T) {
 			want.Name, want.Endpoints, want.Service = "c", got.Endpoints, got.Service
 			if want.LB == "" {
 				want.LB = proxy.RoundRobin
+			}
+			if want.PanicThreshold == 0 && !tt.panicOff {
+				want.PanicThreshold = 50
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("cluster:\n got %s\nwant %s", dump(got), dump(want))
@@ -495,6 +502,9 @@ func TestClusterPolicyErrors(t *testing.T) {
 			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
 				MinimumRingSize: wrapperspb.UInt64(1 << 24)}}
 		}, `ring_hash_lb_config.minimum_ring_size: 16777216 is above 8388608`},
+		{"panic threshold over 100%", func(_ *testing.T, c *clusterv3.Cluster) {
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 150}}
+		}, `cluster "c": common_lb_config.healthy_panic_threshold: 150 is not a percentage`},
 		{"ring bounds reversed", func(_ *testing.T, c *clusterv3.Cluster) {
 			c.LbPolicy = clusterv3.Cluster_RING_HASH
 			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{

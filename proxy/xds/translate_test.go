@@ -362,9 +362,9 @@ func TestTranslate(t *testing.T) {
 		Clusters: []proxy.Cluster{
 			{
 				Name: demoV1, LB: proxy.LeastRequest, ConnectTimeout: 2 * time.Second, IdleTimeout: time.Hour,
-				ConnectionsPerEndpoint: 4,
-				CircuitBreaker:         proxy.CircuitBreaker{MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3},
-				Service:                proxy.Service{Host: demoHost, Name: "demo", Namespace: "shop"},
+				ConnectionsPerEndpoint: 4, PanicThreshold: 50,
+				CircuitBreaker: proxy.CircuitBreaker{MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3},
+				Service:        proxy.Service{Host: demoHost, Name: "demo", Namespace: "shop"},
 				Endpoints: []proxy.Endpoint{
 					{Address: "10.2.0.9:20880", Priority: 1},
 					{Address: "10.2.0.1:20880", Weight: 3, Labels: map[string]string{
@@ -377,20 +377,20 @@ func TestTranslate(t *testing.T) {
 			},
 			{
 				Name: demoV2, LB: proxy.RingHash, ConnectTimeout: time.Second, IdleTimeout: 5 * time.Minute,
-				CircuitBreaker: envoyDefaults,
-				Service:        proxy.Service{Host: demoHost, Name: "demo-svc", Namespace: "shop"},
-				Endpoints:      []proxy.Endpoint{{Address: "10.3.0.2:20880", Priority: 1}},
+				CircuitBreaker: envoyDefaults, PanicThreshold: 50,
+				Service:   proxy.Service{Host: demoHost, Name: "demo-svc", Namespace: "shop"},
+				Endpoints: []proxy.Endpoint{{Address: "10.3.0.2:20880", Priority: 1}},
 			},
 			{
-				Name: "outbound|20880||demo.shop.svc.cluster.local", LB: proxy.Random, CircuitBreaker: envoyDefaults,
+				Name: "outbound|20880||demo.shop.svc.cluster.local", LB: proxy.Random, CircuitBreaker: envoyDefaults, PanicThreshold: 50,
 				Service:   proxy.Service{Host: demoHost, Name: "demo", Namespace: "shop"},
 				Endpoints: []proxy.Endpoint{{Address: "10.1.0.1:20880"}, {Address: "10.1.0.2:20880"}},
 			},
 			{
 				Name: "outbound|20880||org.apache.dubbo.demo", LB: proxy.RoundRobin, IdleTimeout: time.Minute,
-				CircuitBreaker: envoyDefaults,
-				Service:        proxy.Service{Host: "org.apache.dubbo.demo", Name: "org"},
-				Endpoints:      []proxy.Endpoint{{Address: "provider.example.com:20880"}},
+				CircuitBreaker: envoyDefaults, PanicThreshold: 50,
+				Service:   proxy.Service{Host: "org.apache.dubbo.demo", Name: "org"},
+				Endpoints: []proxy.Endpoint{{Address: "provider.example.com:20880"}},
 			},
 		},
 	}
