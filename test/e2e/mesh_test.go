@@ -36,6 +36,8 @@ func TestMesh(t *testing.T) {
 		{"RouteChurnUnderLoad", testMeshRouteChurn},
 		{"ControllerLoss", testMeshControllerLoss},
 		{"NACK", testMeshNACK},
+		{"TrafficPolicyByManifest", testMeshTrafficPolicy},
+		{"LocalityFailover", testMeshLocality},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
