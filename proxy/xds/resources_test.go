@@ -22,7 +22,7 @@ import (
 
 // Builders of the resources tests send, in the shapes a controller (ours or Aeraki's) sends them.
 
-func codecs(t *testing.T) *codec.Registry {
+func codecs(t testing.TB) *codec.Registry {
 	t.Helper()
 	reg, err := codec.NewRegistry(dubbo.Registration())
 	if err != nil {
@@ -31,7 +31,7 @@ func codecs(t *testing.T) *codec.Registry {
 	return reg
 }
 
-func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+func mustAny(t testing.TB, m proto.Message) *anypb.Any {
 	t.Helper()
 	a, err := anypb.New(m)
 	if err != nil {
@@ -52,7 +52,7 @@ func listenerWith(name, host string, port uint32, filters ...*listenerv3.Filter)
 		FilterChains: []*listenerv3.FilterChain{{Filters: filters}}}
 }
 
-func mppFilter(t *testing.T, m *mppv1alpha.MetaProtocolProxy) *listenerv3.Filter {
+func mppFilter(t testing.TB, m *mppv1alpha.MetaProtocolProxy) *listenerv3.Filter {
 	return &listenerv3.Filter{Name: xds.FilterName,
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, m)}}
 }
