@@ -607,3 +607,25 @@ func TestCarrierDoc(t *testing.T) {
 		t.Error("the MetaProtocolProxy in docs/metards-carrier.md is not the translator's; update the doc")
 	}
 }
+
+// TestFaultStatuses keeps the three lists in step: the error kinds a MetaRoute may abort with, the statuses
+// the carrier writes for them, and the codec's own error kinds, which the proxy reads the statuses back as.
+func TestFaultStatuses(t *testing.T) {
+	statuses := map[uint32]string{}
+	for _, kind := range model.FaultErrorKinds {
+		status, ok := translate.FaultHTTPStatus[kind]
+		if !ok {
+			t.Errorf("error kind %q has no status", kind)
+		}
+		if other, dup := statuses[status]; dup {
+			t.Errorf("%q and %q share status %d, so the proxy cannot tell them apart", kind, other, status)
+		}
+		statuses[status] = kind
+		if _, ok := codec.ParseErrorKind(kind); !ok {
+			t.Errorf("error kind %q is not a codec.ErrorKind", kind)
+		}
+	}
+	if len(translate.FaultHTTPStatus) != len(model.FaultErrorKinds) {
+		t.Errorf("%d statuses for %d error kinds", len(translate.FaultHTTPStatus), len(model.FaultErrorKinds))
+	}
+}
