@@ -291,6 +291,10 @@ func (c *call) tryFailed(cause retryOn, kind codec.ErrorKind, flag, detail strin
 // and the cluster's retry limit allow one. The caller owns the try.
 func (c *call) scheduleRetry() bool {
 	rp := c.r.retry
+	// Under the lock: the connection's end may come while the try that registered the call still holds it
+	// (it keeps the frame and arms the timer there).
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.mirror || !c.kept || c.tries > rp.numRetries || c.d == nil {
 		return false
 	}
@@ -313,10 +317,8 @@ func (c *call) scheduleRetry() bool {
 	}
 	c.retrying = true
 	c.cl.state.retried.Inc()
-	c.mu.Lock()
 	c.uc, c.backoff, c.wakeAt = nil, true, now.Add(wait)
 	c.rearm(wait)
-	c.mu.Unlock()
 	return true
 }
 
@@ -372,6 +374,7 @@ func (c *cluster) retryAllowed() bool {
 // finish ends the call's life in the proxy once its client has been answered: it stops the timer and gives
 // back what the call held.
 func (c *call) finish() {
+	retrying := false
 	if c.timed {
 		c.mu.Lock()
 		c.finished = true
@@ -379,12 +382,13 @@ func (c *call) finish() {
 			c.noPool = true
 		}
 		c.armed = false
+		retrying, c.retrying = c.retrying, false
 		c.mu.Unlock()
 	}
 	if c.counted {
 		c.cl.state.requests.Add(-1)
 	}
-	if c.retrying {
+	if retrying {
 		c.cl.state.retries.Add(-1)
 	}
 	if c.pendingOn != nil {
