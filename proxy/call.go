@@ -37,6 +37,7 @@ type call struct {
 	// Set by register under the upstream connection's lock; read by whoever owns the try.
 	uc         *upstreamConn
 	upID       uint32
+	sweepEnd   int64         // when the try runs out, in Unix nanoseconds, if its connection sweeps it; 0 if not
 	pendingOn  *clusterState // counted in the cluster's pending requests while its connection dials
 	onDialling bool          // the try went to a connection still dialling
 
@@ -96,7 +97,7 @@ func (c *call) release() {
 	c.frame = c.frame[:0]
 	c.counted, c.mirror, c.hashed, c.timed, c.armed, c.backoff, c.finished = false, false, false, false, false, false, false
 	c.retrying, c.kept, c.tries, c.upID, c.hash = false, false, 0, 0, 0
-	c.deadline, c.tryEnd, c.wakeAt, c.onDialling = time.Time{}, time.Time{}, time.Time{}, false
+	c.deadline, c.tryEnd, c.wakeAt, c.onDialling, c.sweepEnd = time.Time{}, time.Time{}, time.Time{}, false, 0
 	callPool.Put(c)
 }
 
@@ -116,14 +117,20 @@ func (c *call) try(h *host, dc codec.Codec, msg *codec.Message, batch *writeBatc
 	c.h = h
 	h.active.Add(1)
 	if c.timed {
-		// Held until the request is registered and the timer armed, so that the timer's callback finds the
-		// try where it is.
+		// Held until the request is registered, so that the timer's callback finds the try where it is. The
+		// try is timed first: register sees whether its connection must sweep the call.
 		c.mu.Lock()
+		now := c.start
+		if c.tries > 1 {
+			now = time.Now()
+		}
+		c.arm(now)
 	}
 	uc, id, ok := acquireFor(h, c.cl, c.d.slot, (*upstreamConn).register, c)
 	if ok && c.mirror && uc.w.backlog() > maxMirrorBacklog {
 		uc.unregister(id, c)
 		if c.timed {
+			c.disarm()
 			c.mu.Unlock()
 		}
 		h.active.Add(-1)
@@ -133,15 +140,14 @@ func (c *call) try(h *host, dc codec.Codec, msg *codec.Message, batch *writeBatc
 	}
 	if !ok {
 		if c.timed {
+			c.disarm()
+			if c.tries == 1 {
+				// The first try's frame is still the client's: keep it for a retry on another endpoint.
+				c.keepFrame(msg, true)
+			}
 			c.mu.Unlock()
 		}
 		h.active.Add(-1)
-		if c.timed && c.tries == 1 {
-			// The first try's frame is still the client's: keep it for a retry on another endpoint.
-			c.mu.Lock()
-			c.keepFrame(msg, true)
-			c.mu.Unlock()
-		}
 		c.tryFailed(retryConnect, codec.NoHealthyUpstream, "UF", "upstream "+h.key.address+" unavailable")
 		return false
 	}
@@ -152,7 +158,6 @@ func (c *call) try(h *host, dc codec.Codec, msg *codec.Message, batch *writeBatc
 		if c.tries == 1 {
 			c.keepFrame(msg, c.onDialling)
 		}
-		c.arm(time.Now())
 		c.mu.Unlock()
 	}
 	if err := uc.w.writeTo(msg.Frame, batch); err != nil {
@@ -176,14 +181,36 @@ func (c *call) keepFrame(msg *codec.Message, dialling bool) {
 	c.kept = true
 }
 
-// arm sets the timer for the current try, which starts now. c.mu is held.
+// Timeouts of sweepThreshold or more are not timed by a timer of their own but swept by their connection every
+// sweepTick: a request then pays no timer at all, and such a timeout fires at most a tick late.
+const (
+	sweepThreshold = time.Second
+	sweepTick      = 50 * time.Millisecond
+)
+
+// arm times the current try, which starts now: its per-try timeout or the call's deadline, whichever is
+// first. A long one is left to the connection's sweep (sweepEnd, which register reads); a short one gets
+// the call's timer. c.mu is held.
 func (c *call) arm(now time.Time) {
-	c.tryEnd = time.Time{}
+	c.tryEnd, c.sweepEnd = time.Time{}, 0
 	if rp := c.r.retry; rp != nil && rp.perTry > 0 {
 		c.tryEnd = now.Add(rp.perTry)
 	}
-	if end := c.tryDeadline(); !end.IsZero() {
+	end := c.tryDeadline()
+	switch {
+	case end.IsZero():
+	case end.Sub(now) >= sweepThreshold:
+		c.sweepEnd = end.UnixNano()
+	default:
 		c.rearm(end.Sub(now))
+	}
+}
+
+// disarm undoes arm for a try that was not sent. c.mu is held.
+func (c *call) disarm() {
+	c.sweepEnd = 0
+	if c.armed && c.timer.Stop() {
+		c.armed = false
 	}
 }
 
@@ -225,6 +252,12 @@ func (c *call) onTimer() {
 	if !claimed {
 		return // the reply or the connection's end got there first
 	}
+	c.timedOut(uc, now)
+}
+
+// timedOut handles a try that ran out of time, which the caller took off uc: retried when its per-try timeout
+// ran out and the route allows, failed with the protocol's timeout error otherwise.
+func (c *call) timedOut(uc *upstreamConn, now time.Time) {
 	c.h.active.Add(-1)
 	c.cl.state.timeouts.Inc()
 	if !uc.h.multiplexing {
@@ -260,7 +293,7 @@ func (c *call) rearm(d time.Duration) {
 }
 
 // onReply handles the reply to the current try, which the caller took off uc. uc's codec decoded it.
-func (c *call) onReply(uc *upstreamConn, resp *codec.Message, batch *writeBatch) {
+func (c *call) onReply(uc *upstreamConn, resp *codec.Message, batch *writeBatch, now time.Time) {
 	c.h.active.Add(-1)
 	if resp.Failed {
 		c.cl.state.report(c.ep.health, outcomeFailedReply, c.cl.outlier)
@@ -270,7 +303,7 @@ func (c *call) onReply(uc *upstreamConn, resp *codec.Message, batch *writeBatch)
 	} else {
 		c.cl.state.report(c.ep.health, outcomeSuccess, c.cl.outlier)
 	}
-	c.respond(uc.codec, resp, batch)
+	c.respond(uc.codec, resp, batch, now)
 }
 
 // tryFailed handles a try that got no reply (cause is the retry condition it meets): it is retried when the
@@ -402,7 +435,7 @@ func (c *call) finish() {
 
 // respond sends an upstream's reply downstream. resp was decoded by the upstream's codec uc. The write goes to
 // batch when it is not nil.
-func (c *call) respond(uc codec.Codec, resp *codec.Message, batch *writeBatch) {
+func (c *call) respond(uc codec.Codec, resp *codec.Message, batch *writeBatch, now time.Time) {
 	c.finish()
 	if c.mirror {
 		c.release()
@@ -434,7 +467,7 @@ func (c *call) respond(uc codec.Codec, resp *codec.Message, batch *writeBatch) {
 		d.conn.Close()
 	}
 	d.requestDone(c.lr)
-	d.p.metrics.record(c.peer, d.protocol(c.lr), resp.Status, c.flags, time.Since(c.start), c.reqSize,
+	d.p.metrics.record(c.peer, d.protocol(c.lr), resp.Status, c.flags, now.Sub(c.start), c.reqSize,
 		len(resp.Frame))
 	c.release()
 }

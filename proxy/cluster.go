@@ -31,6 +31,8 @@ type cluster struct {
 	outlier          *outlierSettings
 	panicThreshold   float64
 	state            *clusterState
+	// countRequests says the cluster's requests in flight are counted: for a limit on them, or a retry budget.
+	countRequests bool
 	// noEndpoint labels requests to this cluster that found no endpoint.
 	noEndpoint *peerLabels
 
@@ -121,6 +123,14 @@ func (p *Proxy) buildCluster(node *Node, cc *Cluster, prev *cluster) (*cluster, 
 		return nil, fmt.Errorf("circuitBreaker.retryBudgetPercent: %v is not a percentage",
 			cc.CircuitBreaker.RetryBudgetPercent)
 	}
+	// A limit nobody could reach (Istio writes 2^32-1 for "none") is no limit: counting against it would only
+	// make every request touch the shared counters.
+	for _, n := range []*uint32{&c.cb.MaxConnections, &c.cb.MaxPendingRequests, &c.cb.MaxRequests, &c.cb.MaxRetries} {
+		if *n >= 1<<31 {
+			*n = 0
+		}
+	}
+	c.countRequests = c.cb.MaxRequests > 0 || c.cb.RetryBudgetPercent > 0
 	if c.connectTimeout <= 0 {
 		c.connectTimeout = 10 * time.Second
 	}
@@ -405,4 +415,22 @@ func (s *clusterState) eject(h *hostHealth, set *outlierSettings) {
 	s.ejectedHosts.Set(float64(s.ejected))
 	s.p.log.Info("endpoint ejected", "cluster", s.name, "address", h.address,
 		"until", h.until.Format(time.RFC3339Nano), "ejections", h.ejections)
+}
+
+// admit counts a request in against the cluster's circuit breakers; over is true, with the limit it hit and
+// a phrase for the reply, when it must be refused. h is the host it would go to.
+func (c *cluster) admit(h *host) (limit int, detail string, over bool) {
+	if c.countRequests {
+		if n := c.state.requests.Add(1); c.cb.MaxRequests > 0 && n > int64(c.cb.MaxRequests) {
+			c.state.requests.Add(-1)
+			return overflowRequests, "maximum of requests in flight", true
+		}
+	}
+	if c.cb.MaxPendingRequests > 0 && c.state.pending.Load() >= int64(c.cb.MaxPendingRequests) && !h.connected() {
+		if c.countRequests {
+			c.state.requests.Add(-1)
+		}
+		return overflowPending, "maximum of requests waiting for a connection", true
+	}
+	return 0, "", false
 }

@@ -10,7 +10,7 @@ import (
 
 // readBufSize is the size of a pooled read buffer. Frames larger than that get a buffer of their own for as
 // long as they take to arrive.
-const readBufSize = 16 << 10
+const readBufSize = 64 << 10
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 

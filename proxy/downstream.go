@@ -72,6 +72,8 @@ func (d *downstream) serve() {
 	for {
 		need := 0
 		var batch *writeBatch
+		// The frames of one read arrived together: one clock reading serves them all.
+		now := time.Now()
 		for {
 			data := d.rd.data()
 			if len(data) == 0 {
@@ -94,7 +96,7 @@ func (d *downstream) serve() {
 				// More frames follow in this read: their writes go out together once all are handled.
 				batch = &d.batch
 			}
-			d.handle(&d.msg, n, batch)
+			d.handle(&d.msg, n, batch, now)
 			d.rd.consume(n)
 		}
 		if batch != nil {
@@ -102,7 +104,7 @@ func (d *downstream) serve() {
 		}
 		if lr := d.lr; lr != nil && lr.idleTimeout > 0 {
 			// Re-armed on every read; an expiry with requests in flight is not idleness.
-			if now := time.Now(); deadline.Sub(now) < lr.idleTimeout/2 {
+			if deadline.Sub(now) < lr.idleTimeout/2 {
 				deadline = now.Add(lr.idleTimeout)
 				d.conn.SetReadDeadline(deadline)
 			}
@@ -143,17 +145,17 @@ func (d *downstream) protocolError(err error) {
 	}
 }
 
-// handle deals with one decoded frame of n bytes. Writes go to batch when it is not nil.
-func (d *downstream) handle(msg *codec.Message, n int, batch *writeBatch) {
+// handle deals with one decoded frame of n bytes that arrived at now. Writes go to batch when it is not nil.
+func (d *downstream) handle(msg *codec.Message, n int, batch *writeBatch, now time.Time) {
 	switch msg.Type {
 	case codec.Request, codec.Oneway, codec.StreamInit:
 		lr := d.listener()
 		if lr == nil {
 			// The listener was removed: its connections finish what is in flight and take no more.
-			d.localReply(nil, msg, codec.Unspecified, "UF", "listener removed", time.Now(), n, &d.replyB, batch)
+			d.localReply(nil, msg, codec.Unspecified, "UF", "listener removed", now, n, &d.replyB, batch)
 			return
 		}
-		d.forward(lr, msg, time.Now(), batch)
+		d.forward(lr, msg, now, batch)
 	case codec.Heartbeat:
 		d.replyB = d.codec.HeartbeatReply(d.replyB[:0], msg)
 		if len(d.replyB) > 0 {
@@ -267,15 +269,9 @@ func (d *downstream) dispatch(lr *listenerRuntime, r *route, msg *codec.Message,
 			return
 		}
 	}
-	if n := c.state.requests.Add(1); c.cb.MaxRequests > 0 && n > int64(c.cb.MaxRequests) ||
-		c.cb.MaxPendingRequests > 0 && !h.connected() && c.state.pending.Load() >= int64(c.cb.MaxPendingRequests) {
-		c.state.requests.Add(-1)
+	if limit, detail, over := c.admit(h); over {
 		if counter != nil {
 			counter.Add(-1)
-		}
-		limit, detail := overflowRequests, "maximum of requests in flight"
-		if n <= int64(c.cb.MaxRequests) || c.cb.MaxRequests == 0 {
-			limit, detail = overflowPending, "maximum of requests waiting for a connection"
 		}
 		c.state.overflow[limit].Inc()
 		d.localReplyPeer(lr, msg, codec.OverLimit, "UO", "cluster "+name+" has its "+detail, start, size,
@@ -283,7 +279,7 @@ func (d *downstream) dispatch(lr *listenerRuntime, r *route, msg *codec.Message,
 		return
 	}
 	call := newCall(d, lr, r, c, ep, msg, start, size)
-	call.counted, call.conc, call.flags, call.hash, call.hashed = true, counter, flags, hash, hashed
+	call.counted, call.conc, call.flags, call.hash, call.hashed = c.countRequests, counter, flags, hash, hashed
 	d.inflight.Add(1)
 	lr.active.Inc()
 	call.send(h, d.codec, msg, batch)

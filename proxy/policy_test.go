@@ -209,6 +209,27 @@ func policyProxy(t *testing.T, route proxy.Route, clusters ...proxy.Cluster) *ha
 	return newProxy(t, &proxy.Config{Listeners: []proxy.Listener{listener(route)}, Clusters: clusters})
 }
 
+// TestLongRouteTimeout: a timeout of a second or more is swept by its connection rather than timed by a timer
+// of its own; it fires all the same, with the protocol's timeout error.
+func TestLongRouteTimeout(t *testing.T) {
+	up := startPServer(t, "up")
+	h := policyProxy(t, proxy.Route{Timeout: 1100 * time.Millisecond}, clusterOf("c", up.addr()))
+	c := h.client()
+	start := time.Now()
+	held := c.start("hold")
+	if r := c.call("ok"); served(r) != "up" {
+		t.Fatalf("a request beside the held one got %+v", r)
+	}
+	r := <-held
+	if r.status != dubbo.StatusServerTimeout {
+		t.Fatalf("status %d, want %d (timeout)", r.status, dubbo.StatusServerTimeout)
+	}
+	if waited := time.Since(start); waited < 1100*time.Millisecond {
+		t.Fatalf("answered after %v, before the timeout", waited)
+	}
+	h.waitCounter("istio_requests_total", map[string]string{"response_flags": "UT"}, 1)
+}
+
 func TestRouteTimeout(t *testing.T) {
 	up := startPServer(t, "up")
 	h := policyProxy(t, proxy.Route{Timeout: 100 * time.Millisecond}, clusterOf("c", up.addr()))

@@ -258,9 +258,12 @@ type upstreamConn struct {
 	nextID  [len(idClasses)]uint32 // the last id handed out in each class
 	late    lateIDs                // ids of requests that timed out, kept from reuse a while
 	served  uint32
-	retired atomic.Bool // served its maximum of requests: no longer handed out, closes once idle
-	closed  bool
-	err     error
+	// sweep times out the calls whose timeouts are long (call.sweepEnd), every sweepTick while there are any.
+	sweep    *time.Timer
+	sweeping bool
+	retired  atomic.Bool // served its maximum of requests: no longer handed out, closes once idle
+	closed   bool
+	err      error
 }
 
 // register records c as waiting for a reply and returns the id to send it with; false if the connection is
@@ -277,12 +280,52 @@ func (uc *upstreamConn) register(c *call) (uint32, bool) {
 	}
 	uc.calls[id] = c
 	c.uc, c.upID, c.onDialling = uc, id, uc.conn == nil
+	if c.sweepEnd != 0 && !uc.sweeping {
+		uc.sweeping = true
+		if uc.sweep == nil {
+			uc.sweep = time.AfterFunc(sweepTick, uc.sweepCalls)
+		} else {
+			uc.sweep.Reset(sweepTick)
+		}
+	}
 	if c.onDialling && c.pendingOn == nil {
 		c.pendingOn = c.cl.state
 		c.pendingOn.pending.Add(1)
 	}
 	uc.count()
 	return id, true
+}
+
+// sweepCalls takes the calls whose time is up off the connection and times them out, then comes back a tick
+// later if calls with long timeouts remain.
+func (uc *upstreamConn) sweepCalls() {
+	now := time.Now()
+	cutoff := now.UnixNano()
+	var expired []*call
+	uc.mu.Lock()
+	uc.sweeping = false
+	more := false
+	for id, c := range uc.calls {
+		switch {
+		case c.sweepEnd == 0:
+		case c.sweepEnd <= cutoff:
+			delete(uc.calls, id)
+			if uc.h.multiplexing {
+				uc.late.add(id, now)
+			}
+			expired = append(expired, c)
+		default:
+			more = true
+		}
+	}
+	if more && !uc.closed {
+		uc.sweeping = true
+		uc.sweep.Reset(sweepTick)
+	}
+	uc.mu.Unlock()
+	for _, c := range expired {
+		c.timedOut(uc, now)
+	}
 }
 
 // unregister takes c, registered with id, back off the connection before it was sent.
@@ -468,6 +511,9 @@ func (uc *upstreamConn) closeFlagged(err error, flag string) {
 	calls, streams := uc.calls, uc.streams
 	uc.calls, uc.streams = nil, nil
 	conn := uc.conn
+	if uc.sweep != nil {
+		uc.sweep.Stop()
+	}
 	uc.mu.Unlock()
 
 	uc.w.fail(net.ErrClosed)
@@ -541,6 +587,7 @@ func (uc *upstreamConn) readLoop(conn net.Conn) {
 	for {
 		need := 0
 		var batch *writeBatch
+		now := time.Now() // the replies of one read arrived together
 		for {
 			data := rd.data()
 			if len(data) == 0 {
@@ -564,14 +611,14 @@ func (uc *upstreamConn) readLoop(conn net.Conn) {
 			if n < len(data) {
 				batch = &batched // more replies in this read: write each downstream connection's together
 			}
-			uc.handle(&msg, batch)
+			uc.handle(&msg, batch, now)
 			rd.consume(n)
 		}
 		if batch != nil {
 			batch.flush()
 		}
 		if h.idleTimeout > 0 {
-			if now := time.Now(); deadline.Sub(now) < h.idleTimeout/2 {
+			if deadline.Sub(now) < h.idleTimeout/2 {
 				deadline = now.Add(h.idleTimeout)
 				conn.SetReadDeadline(deadline)
 			}
@@ -610,8 +657,8 @@ func (uc *upstreamConn) closeWith(kind codec.ErrorKind, err error) {
 	uc.close(err)
 }
 
-// handle delivers one reply; writes go to batch when it is not nil.
-func (uc *upstreamConn) handle(msg *codec.Message, batch *writeBatch) {
+// handle delivers one reply, which arrived at now; writes go to batch when it is not nil.
+func (uc *upstreamConn) handle(msg *codec.Message, batch *writeBatch, now time.Time) {
 	h := uc.h
 	switch msg.Type {
 	case codec.Response, codec.Error:
@@ -639,7 +686,7 @@ func (uc *upstreamConn) handle(msg *codec.Message, batch *writeBatch) {
 		}
 		return
 	}
-	c.onReply(uc, msg, batch)
+	c.onReply(uc, msg, batch, now)
 	if !h.multiplexing {
 		h.releaseIdle(uc)
 		return
