@@ -56,7 +56,9 @@ protoc \
 	--go_out=paths=source_relative:api \
 	$protos
 
-# float64 (Percent.value) is what Aeraki's schema uses, so allow it.
-"$tools/controller-gen" object paths=./api/metaprotocol/...
+# The packages of Kubernetes types: every one gets deepcopy functions and CRD manifests.
+kube_types=(./api/metaprotocol/... ./api/redis/... ./api/dubbo/...)
+"$tools/controller-gen" object "${kube_types[@]/#/paths=}"
 rm -f api/crds/*.yaml
-"$tools/controller-gen" crd:allowDangerousTypes=true paths=./api/metaprotocol/... output:crd:artifacts:config=api/crds
+# float64 (Percent.value) is what Aeraki's schema uses, so allow it.
+"$tools/controller-gen" crd:allowDangerousTypes=true "${kube_types[@]/#/paths=}" output:crd:artifacts:config=api/crds
