@@ -20,13 +20,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsjson "sigs.k8s.io/json"
 
+	dubbov1alpha1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	redisv1alpha1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 )
 
 // Groups and versions of the kinds the model reads.
 const (
 	istioGroup  = "networking.istio.io"
 	aerakiGroup = "metaprotocol.aeraki.io"
+	redisGroup  = "redis.aeraki.io"
+	dubboGroup  = "dubbo.aeraki.io"
 )
 
 // istioVersions are the apiVersions Istio serves its networking kinds under; the schema is the same.
@@ -71,6 +75,24 @@ func Decode(origin Origin, doc []byte) (obj Object, key Key, problems []Problem)
 		if decodeStrict(doc, &ap, r) {
 			setMeta(meta, &ap.ObjectMeta)
 			obj = &ApplicationProtocol{Meta: *meta, Spec: &ap.Spec}
+		}
+	case KindRedisService:
+		var rs redisv1alpha1.RedisService
+		if decodeStrict(doc, &rs, r) {
+			setMeta(meta, &rs.ObjectMeta)
+			obj = &RedisService{Meta: *meta, Spec: &rs.Spec}
+		}
+	case KindRedisDestination:
+		var rd redisv1alpha1.RedisDestination
+		if decodeStrict(doc, &rd, r) {
+			setMeta(meta, &rd.ObjectMeta)
+			obj = &RedisDestination{Meta: *meta, Spec: &rd.Spec}
+		}
+	case KindDubboAuthorizationPolicy:
+		var ap dubbov1alpha1.DubboAuthorizationPolicy
+		if decodeStrict(doc, &ap, r) {
+			setMeta(meta, &ap.ObjectMeta)
+			obj = &DubboAuthorizationPolicy{Meta: *meta, Spec: &ap.Spec}
 		}
 	}
 	if obj == nil {
@@ -118,6 +140,10 @@ func readKey(origin Origin, doc []byte) (Key, []Problem) {
 		wantGroup, versions = istioGroup, istioVersions
 	case KindMetaRouter, KindApplicationProtocol:
 		wantGroup, versions = aerakiGroup, []string{"v1alpha1"}
+	case KindRedisService, KindRedisDestination:
+		wantGroup, versions = redisGroup, []string{"v1alpha1"}
+	case KindDubboAuthorizationPolicy:
+		wantGroup, versions = dubboGroup, []string{"v1alpha1"}
 	default:
 		key.Kind = ""
 		return key, []Problem{{Origin: origin, Key: Key{Kind: Kind(kind), Namespace: key.Namespace, Name: key.Name},

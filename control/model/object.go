@@ -9,11 +9,15 @@ import (
 	"fmt"
 	"hash"
 	"slices"
+	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1"
 
+	dubbov1alpha1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	redisv1alpha1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 )
 
 // Kind names a kind of object the model holds, as manifests spell it.
@@ -26,6 +30,10 @@ const (
 	KindWorkloadEntry       Kind = "WorkloadEntry"
 	KindMetaRouter          Kind = "MetaRouter"
 	KindApplicationProtocol Kind = "ApplicationProtocol"
+	// The Redis and Dubbo kinds are read and kept; what they do is still to come.
+	KindRedisService             Kind = "RedisService"
+	KindRedisDestination         Kind = "RedisDestination"
+	KindDubboAuthorizationPolicy Kind = "DubboAuthorizationPolicy"
 )
 
 // DefaultNamespace is the namespace of an object whose manifest names none, as kubectl assumes.
@@ -33,26 +41,46 @@ const DefaultNamespace = "default"
 
 // Origin says where an object was read from, for messages and for "first in file order" rules.
 type Origin struct {
-	// File is the path of the file, as the source was given it (or another source's name for its input).
+	// File is the path of the file, as the source was given it, or for an object another source read,
+	// that source's name for it (a cluster object's is "kube:Kind namespace/name").
 	File string
 	// Document is the 1-based position of the object among the file's non-empty YAML documents; 0 when
 	// not known.
 	Document int
 	// Line is the 1-based line of the file where the document starts; 0 when not known.
 	Line int
+	// Created is when a cluster object was created: among objects read from a cluster, creation
+	// order is what file order is among files (the oldest comes first, as in Istio). Zero for
+	// objects read from files, which therefore come before cluster objects.
+	Created time.Time
 }
 
-// Compare orders origins by file, then by position in the file.
+// Compare orders origins by creation, then by file, then by position in the file.
 func (o Origin) Compare(p Origin) int {
-	return cmp.Or(cmp.Compare(o.File, p.File), cmp.Compare(o.Document, p.Document))
+	return cmp.Or(o.Created.Compare(p.Created), cmp.Compare(o.File, p.File), cmp.Compare(o.Document, p.Document))
 }
 
-// String is "file (document n)", or less when less is known.
+// String is "file (document n)", or "name, created time" for a cluster object, or less when less
+// is known.
 func (o Origin) String() string {
-	if o.Document == 0 {
+	switch {
+	case !o.Created.IsZero():
+		return fmt.Sprintf("%s, created %s", o.File, o.Created.UTC().Format(time.RFC3339))
+	case o.Document == 0:
 		return o.File
 	}
 	return fmt.Sprintf("%s (document %d)", o.File, o.Document)
+}
+
+// ClusterOrigin is the origin of an object a source read from a cluster: it names the object (as
+// "source:Kind namespace/name", e.g. "kube:MetaRouter default/x") and when it was created.
+func ClusterOrigin(source string, key Key, created time.Time) Origin {
+	return Origin{File: source + ":" + key.String(), Created: created}
+}
+
+// names reports whether the origin is the object with key k itself, as a cluster object's is.
+func (o Origin) names(k Key) bool {
+	return k.Name != "" && strings.HasSuffix(o.File, ":"+k.String())
 }
 
 // Key identifies an object: two objects with the same key are two versions of one object.
@@ -124,6 +152,25 @@ type ApplicationProtocol struct {
 	Spec *v1alpha1.ApplicationProtocolSpec
 }
 
+// RedisService is an Aeraki RedisService: key routes, mirrors, faults and settings of Redis hosts.
+type RedisService struct {
+	Meta
+	Spec *redisv1alpha1.RedisServiceSpec
+}
+
+// RedisDestination is an Aeraki RedisDestination: how proxies connect to the servers of a Redis host.
+type RedisDestination struct {
+	Meta
+	Spec *redisv1alpha1.RedisDestinationSpec
+}
+
+// DubboAuthorizationPolicy is an Aeraki DubboAuthorizationPolicy: which callers may call which Dubbo
+// interfaces and methods.
+type DubboAuthorizationPolicy struct {
+	Meta
+	Spec *dubbov1alpha1.DubboAuthorizationPolicySpec
+}
+
 // Objects is a set of objects, the input of Build. Sources fill it; Build does not modify it.
 type Objects struct {
 	ServiceEntries       []*ServiceEntry
@@ -131,6 +178,9 @@ type Objects struct {
 	WorkloadEntries      []*WorkloadEntry
 	MetaRouters          []*MetaRouter
 	ApplicationProtocols []*ApplicationProtocol
+	RedisServices        []*RedisService
+	RedisDestinations    []*RedisDestination
+	DubboAuthorizations  []*DubboAuthorizationPolicy
 }
 
 // Add appends obj to the list of its kind; objects of other types are ignored.
@@ -146,13 +196,20 @@ func (o *Objects) Add(obj Object) {
 		o.MetaRouters = append(o.MetaRouters, v)
 	case *ApplicationProtocol:
 		o.ApplicationProtocols = append(o.ApplicationProtocols, v)
+	case *RedisService:
+		o.RedisServices = append(o.RedisServices, v)
+	case *RedisDestination:
+		o.RedisDestinations = append(o.RedisDestinations, v)
+	case *DubboAuthorizationPolicy:
+		o.DubboAuthorizations = append(o.DubboAuthorizations, v)
 	}
 }
 
 // Len is the number of objects.
 func (o *Objects) Len() int {
 	return len(o.ServiceEntries) + len(o.DestinationRules) + len(o.WorkloadEntries) +
-		len(o.MetaRouters) + len(o.ApplicationProtocols)
+		len(o.MetaRouters) + len(o.ApplicationProtocols) + len(o.RedisServices) + len(o.RedisDestinations) +
+		len(o.DubboAuthorizations)
 }
 
 // All returns every object, kinds in a fixed order, each kind in the order held.
@@ -173,6 +230,15 @@ func (o *Objects) All() []Object {
 	for _, v := range o.ApplicationProtocols {
 		all = append(all, v)
 	}
+	for _, v := range o.RedisServices {
+		all = append(all, v)
+	}
+	for _, v := range o.RedisDestinations {
+		all = append(all, v)
+	}
+	for _, v := range o.DubboAuthorizations {
+		all = append(all, v)
+	}
 	return all
 }
 
@@ -185,6 +251,9 @@ func (o *Objects) sorted() Objects {
 		WorkloadEntries:      sortedByOrigin(o.WorkloadEntries),
 		MetaRouters:          sortedByOrigin(o.MetaRouters),
 		ApplicationProtocols: sortedByOrigin(o.ApplicationProtocols),
+		RedisServices:        sortedByOrigin(o.RedisServices),
+		RedisDestinations:    sortedByOrigin(o.RedisDestinations),
+		DubboAuthorizations:  sortedByOrigin(o.DubboAuthorizations),
 	}
 }
 
@@ -220,6 +289,7 @@ func hashObject(h hash.Hash, obj Object) {
 	writeField(h, []byte(m.Name))
 	writeField(h, []byte(m.Origin.File))
 	writeField(h, binary.BigEndian.AppendUint64(nil, uint64(m.Origin.Document)))
+	writeField(h, []byte(m.Origin.Created.UTC().Format(time.RFC3339Nano)))
 	writeField(h, mustJSON(m.Labels))
 	writeField(h, mustJSON(m.Annotations))
 	var spec []byte
@@ -233,6 +303,12 @@ func hashObject(h hash.Hash, obj Object) {
 	case *MetaRouter:
 		spec = mustJSON(v.Spec)
 	case *ApplicationProtocol:
+		spec = mustJSON(v.Spec)
+	case *RedisService:
+		spec = mustJSON(v.Spec)
+	case *RedisDestination:
+		spec = mustJSON(v.Spec)
+	case *DubboAuthorizationPolicy:
 		spec = mustJSON(v.Spec)
 	}
 	writeField(h, spec)

@@ -40,7 +40,8 @@ type Problem struct {
 
 // String formats the problem as "file: kind namespace/name: field: message", the form validate
 // prints, with "warning: " before the message of a warning. Parts not known are left out; an
-// object with no readable name is shown by its document's position instead.
+// object with no readable name is shown by its document's position instead, and an object whose
+// origin already names it (a cluster object's, "kube:Kind namespace/name") is not named twice.
 func (p Problem) String() string {
 	var b strings.Builder
 	if p.File != "" {
@@ -48,6 +49,7 @@ func (p Problem) String() string {
 		b.WriteString(": ")
 	}
 	switch {
+	case p.Origin.names(p.Key):
 	case p.Name != "":
 		b.WriteString(p.Key.String())
 		b.WriteString(": ")

@@ -12,7 +12,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1"
 
+	dubbov1alpha1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	redisv1alpha1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 )
 
 // Validate checks one object on its own, as an admission webhook would: what it means together with
@@ -31,6 +33,12 @@ func Validate(obj Object) []Problem {
 		validateMetaRouter(v.Spec, r)
 	case *ApplicationProtocol:
 		validateApplicationProtocol(v.Spec, r)
+	case *RedisService:
+		validateRedisService(v.Spec, r)
+	case *RedisDestination:
+		validateRedisDestination(v.Spec, r)
+	case *DubboAuthorizationPolicy:
+		validateDubboAuthorizationPolicy(v.Spec, r)
 	}
 	return r.out
 }
@@ -532,5 +540,119 @@ func checkRoutePolicy(route *v1alpha1.MetaRoute, field string, r *reporter) {
 func checkPercent(p *v1alpha1.Percent, field string, r *reporter) {
 	if p != nil && (p.Value < 0 || p.Value > 100) {
 		r.errorf(field, "%v is not a percentage in 0-100", p.Value)
+	}
+}
+
+// The Redis and Dubbo kinds are checked as their CRDs' schemas check them, so that a manifest read
+// from a folder is held to what the API server would have accepted.
+
+func validateRedisService(spec *redisv1alpha1.RedisServiceSpec, r *reporter) {
+	if len(spec.Host) == 0 {
+		r.errorf("spec.host", "at least one host is required")
+	}
+	for i, h := range spec.Host {
+		if h == "" {
+			r.errorf(fmt.Sprintf("spec.host[%d]", i), "host must not be empty")
+		}
+	}
+	if st := spec.Settings; st != nil {
+		checkEnum(string(st.ReadPolicy), "spec.settings.readPolicy", r, redisv1alpha1.ReadMaster,
+			redisv1alpha1.ReadPreferMaster, redisv1alpha1.ReadReplica, redisv1alpha1.ReadPreferReplica, redisv1alpha1.ReadAny)
+		checkDuration(st.OpTimeout, "spec.settings.opTimeout", r)
+		checkDuration(st.BufferFlushTimeout, "spec.settings.bufferFlushTimeout", r)
+		checkRedisAuth(st.Auth, "spec.settings.auth", r)
+	}
+	for i, route := range spec.Redis {
+		f := fmt.Sprintf("spec.redis[%d]", i)
+		checkRedisDestination(route.Route, f+".route", r)
+		for j, m := range route.Mirror {
+			mf := fmt.Sprintf("%s.mirror[%d]", f, j)
+			checkRedisDestination(m.Route, mf+".route", r)
+			checkRedisPercent(m.Percentage, mf+".percentage", r)
+		}
+	}
+	for i, fault := range spec.Faults {
+		f := fmt.Sprintf("spec.faults[%d]", i)
+		checkEnum(string(fault.Type), f+".type", r, redisv1alpha1.FaultDelay, redisv1alpha1.FaultError)
+		checkRedisPercent(fault.Percentage, f+".percentage", r)
+		checkDuration(fault.Delay, f+".delay", r)
+	}
+}
+
+func checkRedisDestination(d redisv1alpha1.RedisDestinationRef, field string, r *reporter) {
+	if d.Host == "" {
+		r.errorf(field+".host", "host is required")
+	}
+	if d.Port > 65535 {
+		r.errorf(field+".port", "port %d is not in 0-65535", d.Port)
+	}
+}
+
+func checkRedisPercent(p *redisv1alpha1.Percent, field string, r *reporter) {
+	if p != nil && (p.Value < 0 || p.Value > 100) {
+		r.errorf(field+".value", "%v is not a percentage in 0-100", p.Value)
+	}
+}
+
+func checkRedisAuth(a *redisv1alpha1.Auth, field string, r *reporter) {
+	switch {
+	case a == nil:
+	case (a.Secret == nil) == (a.Plain == nil):
+		r.errorf(field, "exactly one of secret and plain is required")
+	case a.Secret != nil && a.Secret.Name == "":
+		r.errorf(field+".secret.name", "the Secret's name is required")
+	case a.Plain != nil && a.Plain.Password == "":
+		r.errorf(field+".plain.password", "password is required")
+	}
+}
+
+func validateRedisDestination(spec *redisv1alpha1.RedisDestinationSpec, r *reporter) {
+	if spec.Host == "" {
+		r.errorf("spec.host", "host is required")
+	}
+	pool := spec.TrafficPolicy
+	if pool == nil || pool.ConnectionPool == nil {
+		return
+	}
+	const f = "spec.trafficPolicy.connectionPool"
+	if tcp := pool.ConnectionPool.TCP; tcp != nil {
+		if tcp.MaxConnections < 0 {
+			r.errorf(f+".tcp.maxConnections", "must not be negative")
+		}
+		checkDuration(tcp.ConnectTimeout, f+".tcp.connectTimeout", r)
+		checkDuration(tcp.MaxConnectionDuration, f+".tcp.maxConnectionDuration", r)
+		checkDuration(tcp.IdleTimeout, f+".tcp.idleTimeout", r)
+		if ka := tcp.TCPKeepalive; ka != nil {
+			checkDuration(ka.Time, f+".tcp.tcpKeepalive.time", r)
+			checkDuration(ka.Interval, f+".tcp.tcpKeepalive.interval", r)
+		}
+	}
+	if rs := pool.ConnectionPool.Redis; rs != nil {
+		checkEnum(string(rs.Mode), f+".redis.mode", r, redisv1alpha1.ModeProxy, redisv1alpha1.ModeCluster)
+		checkRedisAuth(rs.Auth, f+".redis.auth", r)
+	}
+}
+
+func validateDubboAuthorizationPolicy(spec *dubbov1alpha1.DubboAuthorizationPolicySpec, r *reporter) {
+	checkEnum(string(spec.Action), "spec.action", r, dubbov1alpha1.ActionAllow, dubbov1alpha1.ActionDeny)
+}
+
+// checkEnum reports a value that is none of the allowed ones; empty means the default and passes.
+func checkEnum[T ~string](v, field string, r *reporter, allowed ...T) {
+	if v == "" {
+		return
+	}
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
+		names[i] = string(a)
+	}
+	if !slices.Contains(names, v) {
+		r.errorf(field, "unknown value %q; one of %s", v, strings.Join(names, ", "))
+	}
+}
+
+func checkDuration(d *v1alpha1.Duration, field string, r *reporter) {
+	if d != nil && d.Duration < 0 {
+		r.errorf(field, "must not be negative")
 	}
 }
