@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' codec proxy 2>/dev/null | \
 	xargs -r grep -H -o '^func Fuzz[A-Za-z0-9_]*' | sed 's|/[^/]*_test.go:func |:|' | sort -u)
 
-.PHONY: all build test unit e2e vet fuzz bench bench-codec clean generate demo
+.PHONY: all build test unit e2e vet fuzz bench bench-codec clean generate demo test-kube
 
 all: build
 
@@ -23,7 +23,8 @@ test: vet unit e2e
 # module graph: -mod=mod lets it follow without a hand-run tidy.
 # Test modules of their own (real peers' libraries stay out of the product's go.mod): the e2e suite, one
 # interop module per protocol family under test/interop, and the add-a-protocol example.
-TEST_MODULES := test/e2e $(patsubst %/go.mod,%,$(wildcard test/interop/*/go.mod)) examples/private-protocol
+# test/kube's tests that need a real API server skip there unless KUBEBUILDER_ASSETS is set (make test-kube).
+TEST_MODULES := test/e2e test/kube $(patsubst %/go.mod,%,$(wildcard test/interop/*/go.mod)) examples/private-protocol
 
 vet:
 	$(GO) vet ./...
@@ -38,6 +39,12 @@ unit:
 e2e:
 	@peers="$$(GO="$(GO)" ./hack/test-peers.sh)" || exit 1; export $$peers; \
 	for m in $(TEST_MODULES); do echo "e2e $$m"; (cd $$m && $(GO) test -mod=mod -count=1 -timeout 15m ./...) || exit 1; done
+
+## test-kube: the tests against a real kube-apiserver and etcd (test/kube). hack/kube-assets.sh builds both from
+## the Go module proxy on first use (10 to 20 minutes on two cores) and caches them under ~/.cache/meltemi.
+test-kube:
+	@assets=$$(GO="$(GO)" ./hack/kube-assets.sh) && echo "test-kube: KUBEBUILDER_ASSETS=$$assets" && \
+		cd test/kube && KUBEBUILDER_ASSETS="$$assets" $(GO) test -mod=mod -race -count=1 -timeout 15m ./...
 
 ## fuzz: run every fuzz target for FUZZTIME each.
 fuzz:

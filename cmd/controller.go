@@ -25,15 +25,17 @@ import (
 func newControllerCommand(p Plugins) *cobra.Command {
 	var (
 		dir, xdsAddr, admin string
+		kubeFlags           kubeFlags
 		logs                logFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "controller -f DIR",
-		Short: "Run the control plane: serve the manifests in DIR to proxies over xDS",
+		Use:   "controller (-f DIR | --kube)",
+		Short: "Run the control plane: serve the manifests in DIR, or a cluster's objects, to proxies over xDS",
 		Long: `Run the control plane: read the manifests in DIR (Istio ServiceEntry, DestinationRule, WorkloadEntry;
-Aeraki MetaRouter, ApplicationProtocol), watch the folder, and serve each proxy that connects its own
-config over xDS (ADS, state of the world and delta). A bad manifest is reported and skipped; an object
-that turns bad keeps its last good version.`,
+Aeraki MetaRouter, ApplicationProtocol, RedisService, RedisDestination, DubboAuthorizationPolicy) and watch the
+folder, or with --kube watch the same kinds in a Kubernetes cluster along with its Services and their
+EndpointSlices, and serve each proxy that connects its own config over xDS (ADS, state of the world and
+delta). A bad object is reported and skipped; an object that turns bad keeps its last good version.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
@@ -44,10 +46,24 @@ that turns bad keeps its last good version.`,
 			if err != nil {
 				return err
 			}
+			var src configSource
+			var from string
+			switch {
+			case dir != "" && kubeFlags.enabled:
+				return errors.New("-f and --kube: give one source of config, a folder or a cluster")
+			case kubeFlags.enabled:
+				src, from, err = kubeFlags.source(codecs, log)
+			default:
+				src, err = fileSource(dir, codecs, log)
+				from = dir
+			}
+			if err != nil {
+				return err
+			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			metrics := newMetricsRegistry()
-			cp, err := newControlPlane(dir, codecs, metrics, log)
+			cp, err := newControlPlane(src, metrics, log)
 			if err != nil {
 				return err
 			}
@@ -64,7 +80,7 @@ that turns bad keeps its last good version.`,
 				lis.Close()
 				return fmt.Errorf("--admin: %w", err)
 			}
-			log.Info("controller started", "dir", dir, "xds", lis.Addr().String(), "admin", admin)
+			log.Info("controller started", "config", from, "xds", lis.Addr().String(), "admin", admin)
 			runErr := cp.run(ctx, lis)
 			stop()
 			return errors.Join(runErr, wait())
@@ -74,14 +90,31 @@ that turns bad keeps its last good version.`,
 	f.StringVarP(&dir, "filename", "f", "", "folder of YAML manifests to serve (watched)")
 	f.StringVar(&xdsAddr, "xds", "127.0.0.1:15010", "host:port the xDS server listens on")
 	f.StringVar(&admin, "admin", "127.0.0.1:15014", "host:port serving /ready, /metrics and /config_dump")
-	cmd.MarkFlagRequired("filename")
+	kubeFlags.add(cmd)
 	logs.add(cmd)
 	return cmd
 }
 
-// controlPlane is the file source feeding the xDS server: what `controller` runs, and half of `mesh`.
+// configSource is what the control plane serves: a source of model snapshots (source/file, source/kube).
+type configSource interface {
+	// Run publishes updates until ctx ends.
+	Run(ctx context.Context, publish func(source.Update)) error
+}
+
+// fileSource reads and watches a folder of manifests, for local mode.
+func fileSource(dir string, codecs *codec.Registry, log *slog.Logger) (configSource, error) {
+	if dir == "" {
+		return nil, errors.New("-f: a folder of manifests is required")
+	}
+	return file.New(dir, file.Options{
+		Model:  model.Options{Codecs: codecsOf(codecs), Local: true},
+		Logger: log,
+	}), nil
+}
+
+// controlPlane is a config source feeding the xDS server: what `controller` runs, and half of `mesh`.
 type controlPlane struct {
-	src *file.Source
+	src configSource
 	xds *xds.Server
 	log *slog.Logger
 
@@ -91,23 +124,15 @@ type controlPlane struct {
 	loaded   atomic.Bool
 }
 
-func newControlPlane(dir string, codecs *codec.Registry, metrics prometheus.Registerer,
-	log *slog.Logger) (*controlPlane, error) {
-	if dir == "" {
-		return nil, errors.New("-f: a folder of manifests is required")
-	}
+func newControlPlane(src configSource, metrics prometheus.Registerer, log *slog.Logger) (*controlPlane, error) {
 	srv, err := xds.New(xds.Options{Registry: metrics, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	src := file.New(dir, file.Options{
-		Model:  model.Options{Codecs: codecsOf(codecs), Local: true},
-		Logger: log,
-	})
 	return &controlPlane{src: src, xds: srv, log: log, reported: map[string]bool{}}, nil
 }
 
-// run serves xDS on lis and the folder's snapshots to it until ctx ends.
+// run serves xDS on lis and the source's snapshots to it until ctx ends.
 func (c *controlPlane) run(ctx context.Context, lis net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -128,9 +153,9 @@ func (c *controlPlane) publish(u source.Update) {
 		current[s] = true
 		if !c.reported[s] {
 			if p.Severity == model.SeverityError {
-				c.log.Error("manifest problem", "problem", s)
+				c.log.Error("config problem", "problem", s)
 			} else {
-				c.log.Warn("manifest problem", "problem", s)
+				c.log.Warn("config problem", "problem", s)
 			}
 		}
 	}

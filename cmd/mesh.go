@@ -47,8 +47,12 @@ for a ServiceEntry without one), so a client simply dials the service's address.
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			src, err := fileSource(dir, codecs, log)
+			if err != nil {
+				return err
+			}
 			metrics := newMetricsRegistry()
-			cp, err := newControlPlane(dir, codecs, metrics, log)
+			cp, err := newControlPlane(src, metrics, log)
 			if err != nil {
 				return err
 			}

@@ -106,11 +106,14 @@ func (u *updates) wait(t testing.TB, what string, cond func(source.Update) bool)
 	}
 }
 
-// runSource runs a kube source on cfg until the test ends; its updates go to the returned recorder,
-// and to each of also.
-func runSource(t testing.TB, cfg *rest.Config, also ...func(source.Update)) *updates {
+// runSource runs a kube source on cfg until the test ends, logging to log (the test's log when nil);
+// its updates go to the returned recorder, and to each of also.
+func runSource(t testing.TB, cfg *rest.Config, log *slog.Logger, also ...func(source.Update)) *updates {
 	t.Helper()
-	src, err := kube.New(cfg, kube.Options{Model: model.Options{Codecs: modelCodecs(t), Local: true}, Logger: testLog(t)})
+	if log == nil {
+		log = testLog(t)
+	}
+	src, err := kube.New(cfg, kube.Options{Model: model.Options{Codecs: modelCodecs(t), Local: true}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +168,7 @@ func startControlPlane(t testing.TB, cfg *rest.Config, host string) *controlPlan
 			t.Errorf("xds: %v", err)
 		}
 	})
-	rec := runSource(t, cfg, func(u source.Update) { srv.Update(u.Snapshot) })
+	rec := runSource(t, cfg, nil, func(u source.Update) { srv.Update(u.Snapshot) })
 	return &controlPlane{updates: rec, Addr: lis.Addr().String()}
 }
 

@@ -81,7 +81,7 @@ func TestSameXDSFromFilesAndCluster(t *testing.T) {
 				c.Apply(t, model.DefaultNamespace, string(text))
 			}
 			wantPolicies := policies(readFiles(t, dir).Snapshot)
-			src := runSource(t, c.Config)
+			src := runSource(t, c.Config, nil)
 			// The cache may publish before every object applied above has reached it; the translation
 			// converges on the golden file, or the difference is shown.
 			var got []byte

@@ -138,3 +138,18 @@ func TestBadObjectsAreReportedAndSkipped(t *testing.T) {
 		}
 	})
 }
+
+// TestMissingCRDsAreReported: a cluster without the CRD of a kind the controller reads (here
+// RedisService's) is served all the same, and a warning says what is not watched.
+func TestMissingCRDsAreReported(t *testing.T) {
+	c := kubetest.Start(t)
+	c.DeleteCRD(t, "redisservices.redis.aeraki.io")
+	c.Apply(t, "checks", goodService)
+	u := runSource(t, c.Config, nil).wait(t, "the good service", func(u source.Update) bool {
+		return u.Snapshot.Service("good.checks.example") != nil
+	})
+	want := "kube: warning: RedisService is not served by the cluster (redis.aeraki.io/v1alpha1): not watched; install its CRD and restart"
+	if !hasProblem(u, want) {
+		t.Errorf("problems lack %q:\n%s", want, strings.Join(problemsOf(u), "\n"))
+	}
+}

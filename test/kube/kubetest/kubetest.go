@@ -61,7 +61,7 @@ type Cluster struct {
 	Config *rest.Config
 	// Client is a client of Config with Meltemi's scheme.
 	Client client.Client
-	// Scheme is the scheme Client uses (api/scheme).
+	// Scheme is the scheme Client uses: api/scheme's, and apiextensions.k8s.io for handling CRDs.
 	Scheme *runtime.Scheme
 
 	env *envtest.Environment
@@ -91,6 +91,10 @@ func Start(t testing.TB) *Cluster {
 	host := meshtest.NewNet().Host(1)
 	apiPort, etcdPort := meshtest.FreePort(t, host), meshtest.FreePort(t, host)
 	s := scheme.New()
+	// Tests also handle CRDs themselves, which no Meltemi client does.
+	if err := apiextensionsv1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		Scheme:                s,
@@ -365,6 +369,21 @@ func (c *Cluster) Delete(t testing.TB, obj client.Object) {
 	if err := c.Client.Delete(context.Background(), obj, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatalf("deleting %s: %v", client.ObjectKeyFromObject(obj), err)
 	}
+}
+
+// DeleteCRD deletes a CustomResourceDefinition and waits until the API server no longer serves it,
+// for tests of a cluster that lacks one.
+func (c *Cluster) DeleteCRD(t testing.TB, name string) {
+	t.Helper()
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	crd.Name = name
+	if err := c.Client.Delete(context.Background(), crd); err != nil {
+		t.Fatalf("deleting CRD %s: %v", name, err)
+	}
+	meshtest.Poll(t, time.Minute, "CRD "+name+" to be gone", func() bool {
+		err := c.Client.Get(context.Background(), client.ObjectKeyFromObject(crd), crd)
+		return apierrors.IsNotFound(err)
+	})
 }
 
 // Get reads an object back.
