@@ -207,7 +207,10 @@ func (s *Source) Run(ctx context.Context, publish func(source.Update)) error {
 			return nil
 		case err := <-cacheDone:
 			cacheDone <- err // for the deferred wait
-			return fmt.Errorf("kube: informer cache stopped: %w", err)
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("kube: informer cache stopped: %v", err)
 		case <-changed:
 			d.Trigger()
 		case <-d.C():
