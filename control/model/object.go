@@ -108,6 +108,10 @@ type Meta struct {
 	Labels      map[string]string
 	Annotations map[string]string
 	Origin      Origin
+	// FieldOf is set on an object a source made from an object of another kind (a ServiceEntry from a
+	// Kubernetes Service): it names the field of that object a field of this one comes from, so that
+	// problems name what the user wrote. Nil for objects read as written.
+	FieldOf func(field string) string
 }
 
 // Metadata returns m; through embedding it makes every object an Object.

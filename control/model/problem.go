@@ -112,5 +112,8 @@ func (r *reporter) warnf(field, format string, args ...any) {
 }
 
 func (r *reporter) add(sev Severity, field, msg string) {
+	if r.meta.FieldOf != nil {
+		field = r.meta.FieldOf(field)
+	}
 	r.out = append(r.out, Problem{Origin: r.meta.Origin, Key: r.meta.Key(), Field: field, Message: msg, Severity: sev})
 }

@@ -359,21 +359,13 @@ func (s *Source) watchError(_ context.Context, r *toolscache.Reflector, err erro
 // rebuild reads everything from the cache and builds a snapshot if the objects changed. changed
 // reports whether the update differs from the previous one.
 func (s *Source) rebuild(ctx context.Context, c client.Reader, w watch) (u source.Update, changed bool, err error) {
-	objs, services, problems, err := s.collect(ctx, c, w)
+	objs, problems, err := s.collect(ctx, c, w)
 	if err != nil {
 		return source.Update{}, false, err
 	}
 	if hash := objs.Hash(); s.snap == nil || hash != s.snap.Hash {
 		s.version++
-		snap := model.Build(s.version, objs, s.opts.Model)
-		// Nobody has seen the snapshot yet: its problems about Services can still be made to name the
-		// Services' own fields rather than those of the entries made from them.
-		for i := range snap.Problems {
-			if conv, ok := services[snap.Problems[i].Key]; ok {
-				snap.Problems[i].Field = conv.serviceField(snap.Problems[i].Field)
-			}
-		}
-		s.snap = snap
+		s.snap = model.Build(s.version, objs, s.opts.Model)
 		changed = true
 	}
 	problems = append(problems, s.snap.Problems...)
@@ -386,17 +378,15 @@ func (s *Source) rebuild(ctx context.Context, c client.Reader, w watch) (u sourc
 	return source.Update{Snapshot: s.snap, Problems: problems}, changed, nil
 }
 
-// collect turns the cache's contents into model objects and the problems of single objects; the
-// conversions of Services are returned by key, for naming their fields.
-func (s *Source) collect(ctx context.Context, c client.Reader, w watch) (model.Objects, map[model.Key]convertedService,
-	[]model.Problem, error) {
+// collect turns the cache's contents into model objects and the problems of single objects.
+func (s *Source) collect(ctx context.Context, c client.Reader, w watch) (model.Objects, []model.Problem, error) {
 	var objs model.Objects
 	services, problems, err := s.services(ctx, c)
 	if err != nil {
-		return objs, nil, nil, err
+		return objs, nil, err
 	}
-	for _, key := range slices.SortedFunc(maps.Keys(services), model.Key.Compare) {
-		objs.Add(services[key].entry)
+	for _, svc := range services {
+		objs.Add(svc)
 	}
 	good := map[model.Key]model.Object{}
 	badKeys := map[model.Key]bool{}
@@ -405,7 +395,7 @@ func (s *Source) collect(ctx context.Context, c client.Reader, w watch) (model.O
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		if err := c.List(ctx, list); err != nil {
-			return objs, nil, nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
+			return objs, nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
 		}
 		for i := range list.Items {
 			d := s.decode(&list.Items[i])
@@ -436,7 +426,7 @@ func (s *Source) collect(ctx context.Context, c client.Reader, w watch) (model.O
 	for _, key := range slices.SortedFunc(maps.Keys(good), model.Key.Compare) {
 		objs.Add(good[key])
 	}
-	return objs, services, problems, nil
+	return objs, problems, nil
 }
 
 // decode reads one custom resource as a manifest of a file would be read, with its origin naming the
@@ -460,8 +450,8 @@ func (s *Source) decode(u *unstructured.Unstructured) decodedObject {
 	return d
 }
 
-// services makes the ServiceEntry-equivalent of every Service, by key, with their problems.
-func (s *Source) services(ctx context.Context, c client.Reader) (map[model.Key]convertedService, []model.Problem, error) {
+// services makes the ServiceEntry-equivalent of every Service, with their problems.
+func (s *Source) services(ctx context.Context, c client.Reader) ([]*model.ServiceEntry, []model.Problem, error) {
 	var services corev1.ServiceList
 	if err := c.List(ctx, &services); err != nil {
 		return nil, nil, fmt.Errorf("listing Services: %w", err)
@@ -495,7 +485,7 @@ func (s *Source) services(ctx context.Context, c client.Reader) (map[model.Key]c
 	for _, n := range nodes.Items {
 		nodeLabels[n.Name] = n.Labels
 	}
-	out := make(map[model.Key]convertedService, len(services.Items))
+	out := make([]*model.ServiceEntry, 0, len(services.Items))
 	var problems []model.Problem
 	for i := range services.Items {
 		svc := &services.Items[i]
@@ -505,7 +495,7 @@ func (s *Source) services(ctx context.Context, c client.Reader) (map[model.Key]c
 			pods:    podsByName,
 			nodes:   nodeLabels,
 		}, s.opts.ClusterDomain, sourceName)
-		out[conv.entry.Key()] = conv
+		out = append(out, conv.entry)
 		problems = append(problems, conv.problems...)
 	}
 	return out, problems, nil

@@ -41,13 +41,12 @@ type serviceInputs struct {
 	nodes map[string]map[string]string
 }
 
-// convertedService is a Service turned into what the model understands, and how to tell the user
-// about it.
+// convertedService is a Service turned into what the model understands, and what was wrong with it.
 type convertedService struct {
 	entry    *model.ServiceEntry
 	problems []model.Problem
 	// ports maps the index of each port of the entry to that of the Service port it comes from, so
-	// that problems the model finds name the Service's own fields.
+	// that problems the model finds name the Service's own fields (the entry's Meta.FieldOf).
 	ports []int
 }
 
@@ -107,6 +106,8 @@ func convertService(in serviceInputs, domain, source string) convertedService {
 		}
 		spec.Endpoints = endpoints(in)
 	}
+	ports := out.ports
+	meta.FieldOf = func(field string) string { return serviceField(field, ports) }
 	out.entry = &model.ServiceEntry{Meta: meta, Spec: spec}
 	return out
 }
@@ -218,8 +219,9 @@ func looksMetaProtocol(p corev1.ServicePort) bool {
 var entryField = regexp.MustCompile(`^spec\.(ports|addresses|hosts|endpoints)(\[(\d+)\])?(\.protocol)?`)
 
 // serviceField renames a field of the ServiceEntry made from a Service to the Service's field it
-// comes from: ports by their index in the Service, addresses as clusterIPs, the host as the name.
-func (c convertedService) serviceField(field string) string {
+// comes from: ports by their index in the Service (ports[i] is the index of the entry's port i), addresses
+// as clusterIPs, the host as the name.
+func serviceField(field string, ports []int) string {
 	m := entryField.FindStringSubmatch(field)
 	if m == nil {
 		return field
@@ -231,8 +233,8 @@ func (c convertedService) serviceField(field string) string {
 			return "spec.ports" + m[4] + rest
 		}
 		i, _ := strconv.Atoi(m[3])
-		if i < len(c.ports) {
-			i = c.ports[i]
+		if i < len(ports) {
+			i = ports[i]
 		}
 		suffix := m[4]
 		if suffix == ".protocol" {

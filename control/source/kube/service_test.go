@@ -171,7 +171,7 @@ func TestConvertService(t *testing.T) {
 
 func TestServiceFieldNamesTheServiceField(t *testing.T) {
 	// The entry has the Service's ports 1 and 3 (0 and 2 are UDP).
-	conv := convertedService{ports: []int{1, 3}}
+	ports := []int{1, 3}
 	tests := []struct{ entry, service string }{
 		{"spec.ports[0]", "spec.ports[1]"},
 		{"spec.ports[1].protocol", "spec.ports[3].appProtocol"},
@@ -184,7 +184,7 @@ func TestServiceFieldNamesTheServiceField(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range tests {
-		if got := conv.serviceField(tt.entry); got != tt.service {
+		if got := serviceField(tt.entry, ports); got != tt.service {
 			t.Errorf("serviceField(%q) = %q, want %q", tt.entry, got, tt.service)
 		}
 	}
