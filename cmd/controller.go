@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -29,13 +30,14 @@ func newControllerCommand(p Plugins) *cobra.Command {
 		logs                logFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "controller (-f DIR | --kube)",
-		Short: "Run the control plane: serve the manifests in DIR, or a cluster's objects, to proxies over xDS",
+		Use:   "controller [-f DIR] [--kube]",
+		Short: "Run the control plane: serve the manifests in DIR and/or a cluster's objects to proxies over xDS",
 		Long: `Run the control plane: read the manifests in DIR (Istio ServiceEntry, DestinationRule, WorkloadEntry;
 Aeraki MetaRouter, ApplicationProtocol, RedisService, RedisDestination, DubboAuthorizationPolicy) and watch the
 folder, or with --kube watch the same kinds in a Kubernetes cluster along with its Services and their
-EndpointSlices, and serve each proxy that connects its own config over xDS (ADS, state of the world and
-delta). A bad object is reported and skipped; an object that turns bad keeps its last good version.`,
+EndpointSlices (with both, the folder's objects and the cluster's are served together), and serve each proxy
+that connects its own config over xDS (ADS, state of the world and delta). A bad object is reported and
+skipped; an object that turns bad keeps its last good version.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
@@ -46,19 +48,27 @@ delta). A bad object is reported and skipped; an object that turns bad keeps its
 			if err != nil {
 				return err
 			}
-			var src configSource
-			var from string
-			switch {
-			case dir != "" && kubeFlags.enabled:
-				return errors.New("-f and --kube: give one source of config, a folder or a cluster")
-			case kubeFlags.enabled:
-				src, from, err = kubeFlags.source(codecs, log)
-			default:
-				src, err = fileSource(dir, codecs, log)
-				from = dir
+			var sources []source.Runner
+			var from []string
+			if dir != "" || !kubeFlags.enabled {
+				src, err := fileSource(dir, codecs, log)
+				if err != nil {
+					return err
+				}
+				sources, from = append(sources, src), append(from, dir)
 			}
-			if err != nil {
-				return err
+			if kubeFlags.enabled {
+				src, name, err := kubeFlags.source(codecs, log)
+				if err != nil {
+					return err
+				}
+				sources, from = append(sources, src), append(from, name)
+			}
+			src := sources[0]
+			if len(sources) > 1 {
+				// Objects of the folder and of the cluster may refer to each other, so they are built
+				// into one snapshot.
+				src = source.NewMerge(localModel(codecs), sources...)
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
@@ -80,7 +90,7 @@ delta). A bad object is reported and skipped; an object that turns bad keeps its
 				lis.Close()
 				return fmt.Errorf("--admin: %w", err)
 			}
-			log.Info("controller started", "config", from, "xds", lis.Addr().String(), "admin", admin)
+			log.Info("controller started", "config", strings.Join(from, " and "), "xds", lis.Addr().String(), "admin", admin)
 			runErr := cp.run(ctx, lis)
 			stop()
 			return errors.Join(runErr, wait())
@@ -95,26 +105,23 @@ delta). A bad object is reported and skipped; an object that turns bad keeps its
 	return cmd
 }
 
-// configSource is what the control plane serves: a source of model snapshots (source/file, source/kube).
-type configSource interface {
-	// Run publishes updates until ctx ends.
-	Run(ctx context.Context, publish func(source.Update)) error
+// localModel is how every source of the controller builds its snapshots: for local-mode proxies, the only
+// mode translated so far.
+func localModel(codecs *codec.Registry) model.Options {
+	return model.Options{Codecs: codecsOf(codecs), Local: true}
 }
 
-// fileSource reads and watches a folder of manifests, for local mode.
-func fileSource(dir string, codecs *codec.Registry, log *slog.Logger) (configSource, error) {
+// fileSource reads and watches a folder of manifests.
+func fileSource(dir string, codecs *codec.Registry, log *slog.Logger) (source.Runner, error) {
 	if dir == "" {
-		return nil, errors.New("-f: a folder of manifests is required")
+		return nil, errors.New("-f: a folder of manifests (or --kube) is required")
 	}
-	return file.New(dir, file.Options{
-		Model:  model.Options{Codecs: codecsOf(codecs), Local: true},
-		Logger: log,
-	}), nil
+	return file.New(dir, file.Options{Model: localModel(codecs), Logger: log}), nil
 }
 
 // controlPlane is a config source feeding the xDS server: what `controller` runs, and half of `mesh`.
 type controlPlane struct {
-	src configSource
+	src source.Runner
 	xds *xds.Server
 	log *slog.Logger
 
@@ -124,7 +131,7 @@ type controlPlane struct {
 	loaded   atomic.Bool
 }
 
-func newControlPlane(src configSource, metrics prometheus.Registerer, log *slog.Logger) (*controlPlane, error) {
+func newControlPlane(src source.Runner, metrics prometheus.Registerer, log *slog.Logger) (*controlPlane, error) {
 	srv, err := xds.New(xds.Options{Registry: metrics, Logger: log})
 	if err != nil {
 		return nil, err

@@ -12,7 +12,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meltemi-mesh/meltemi/codec"
-	"github.com/meltemi-mesh/meltemi/control/model"
+	"github.com/meltemi-mesh/meltemi/control/source"
 	"github.com/meltemi-mesh/meltemi/control/source/kube"
 )
 
@@ -25,13 +25,14 @@ type kubeFlags struct {
 
 func (f *kubeFlags) add(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.BoolVar(&f.enabled, "kube", false, "read config from a Kubernetes cluster (Services, EndpointSlices, Istio and Aeraki objects)")
+	fs.BoolVar(&f.enabled, "kube", false, "read config from a Kubernetes cluster (Services, EndpointSlices, Istio and Aeraki objects); "+
+		"with -f, the folder's objects too")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster; the in-cluster config when absent (with --kube)")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", kube.DefaultClusterDomain, "DNS domain of the cluster's Services (with --kube)")
 }
 
 // source returns the kube source the flags describe, and a description of it for logs.
-func (f *kubeFlags) source(codecs *codec.Registry, log *slog.Logger) (configSource, string, error) {
+func (f *kubeFlags) source(codecs *codec.Registry, log *slog.Logger) (source.Runner, string, error) {
 	cfg, err := f.restConfig()
 	if err != nil {
 		return nil, "", err
@@ -42,7 +43,7 @@ func (f *kubeFlags) source(codecs *codec.Registry, log *slog.Logger) (configSour
 	klog.SetLogger(logger)
 	ctrllog.SetLogger(logger)
 	src, err := kube.New(cfg, kube.Options{
-		Model:         model.Options{Codecs: codecsOf(codecs), Local: true},
+		Model:         localModel(codecs),
 		ClusterDomain: f.clusterDomain,
 		Logger:        log,
 	})

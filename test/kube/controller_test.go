@@ -18,17 +18,40 @@ import (
 	"github.com/meltemi-mesh/meltemi/test/meshtest"
 )
 
-// TestControllerCommand runs `meltemi controller --kube` as users do, on a kubeconfig file, and a real
-// xDS client of the proxy against it: the flags are wired, --cluster-domain names the hosts, and
-// /ready and /config_dump tell what is served and what is wrong.
+// catalog is a folder's service whose MetaRouter sends to a cluster's Service and subset.
+const catalog = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: catalog}
+spec:
+  hosts: [catalog.files.example]
+  addresses: [127.0.5.1]
+  ports: [{number: 20880, name: tcp-dubbo}]
+  resolution: STATIC
+  endpoints: [{address: 10.5.0.1}]
+---
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: catalog}
+spec:
+  hosts: [catalog.files.example]
+  routes: [{name: to-cluster, route: [{destination: {host: demo.shop.svc.mesh.test, subset: v1}}]}]
+`
+
+// TestControllerCommand runs `meltemi controller --kube -f DIR` as users do, on a kubeconfig file, and
+// a real xDS client of the proxy against it: the flags are wired, --cluster-domain names the hosts,
+// the folder's objects and the cluster's are served together (one refers to the other), and /ready and
+// /config_dump tell what is served and what is wrong.
 func TestControllerCommand(t *testing.T) {
 	c := kubetest.Start(t)
 	bin := meshtest.Build(t, t.TempDir())
 	host := meshtest.NewNet().Host(1)
 	xdsAddr, adminAddr := meshtest.FreeAddr(t, host), meshtest.FreeAddr(t, host)
 	c.Apply(t, "shop", strings.ReplaceAll(shop, "svc.cluster.local", "svc.mesh.test"))
+	dir := t.TempDir()
+	meshtest.WriteAtomically(t, dir, "catalog.yaml", catalog)
 	p := meshtest.Start(t, bin, "controller", append([]string{"controller", "--kube", "--kubeconfig", c.KubeConfig(t),
-		"--cluster-domain", "mesh.test", "--xds", xdsAddr, "--admin", adminAddr}, meshtest.LogFlags...)...)
+		"--cluster-domain", "mesh.test", "-f", dir, "--xds", xdsAddr, "--admin", adminAddr}, meshtest.LogFlags...)...)
 	admin := meshtest.Admin{Addr: adminAddr, Proc: p}
 	took := admin.WaitReady(t, waitLimit)
 	t.Logf("controller ready in %v", took.Round(time.Millisecond))
@@ -41,6 +64,14 @@ func TestControllerCommand(t *testing.T) {
 	})
 	if l := listenerOf(cfg, routes); l.Routes.Routes[0].Cluster != "outbound|20880|v2|demo.shop.svc.mesh.test" {
 		t.Errorf("first route %+v", l.Routes.Routes[0])
+	}
+	cfg = px.wait(t, "the folder's service routed to the cluster's", func(cfg *proxy.Config) bool {
+		l := listenerOf(cfg, "catalog.files.example_20880")
+		return l != nil && len(l.Routes.Routes) == 1
+	})
+	if l := listenerOf(cfg, "catalog.files.example_20880"); l.Address != "127.0.5.1:20880" ||
+		l.Routes.Routes[0].Cluster != "outbound|20880|v1|demo.shop.svc.mesh.test" {
+		t.Errorf("catalog listener %s, routes %+v", l.Address, l.Routes.Routes)
 	}
 
 	resp, err := http.Get("http://" + adminAddr + "/config_dump")
@@ -55,12 +86,15 @@ func TestControllerCommand(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&dump); err != nil {
 		t.Fatal(err)
 	}
-	if len(dump.Services) == 0 || dump.Services[0].Host != "demo.shop.svc.mesh.test" {
+	if len(dump.Services) != 2 || dump.Services[0].Host != "catalog.files.example" || dump.Services[1].Host != "demo.shop.svc.mesh.test" {
 		t.Errorf("/config_dump services %+v", dump.Services)
 	}
 	found := false
 	for _, prob := range dump.Problems {
 		found = found || strings.HasPrefix(prob, "kube:Service shop/demo: spec.clusterIPs[0]: warning: ")
+		if strings.Contains(prob, "catalog") {
+			t.Errorf("problem with the folder's objects: %s", prob)
+		}
 	}
 	if !found {
 		t.Errorf("/config_dump problems %q lack the ClusterIP a local proxy cannot bind", dump.Problems)
