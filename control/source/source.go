@@ -1,6 +1,7 @@
-// Package source holds what config sources share: the update a source publishes, and the debouncer
-// that turns a burst of changes into one update. Each source (file, and later kube and registries)
-// is a sub-package that turns its input into model objects and nothing else.
+// Package source holds what config sources share: the update a source publishes, the debouncer
+// that turns a burst of changes into one update, and Merge, which serves several sources as one. Each
+// source (file, kube, and later registries) is a sub-package that turns its input into model objects
+// and nothing else.
 package source
 
 import (
