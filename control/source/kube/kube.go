@@ -283,30 +283,29 @@ func addHandlers(ctx context.Context, c cache.Cache, w watch, changed chan<- str
 		}
 		return h
 	}
-	objects := []struct {
+	type watched struct {
+		name    string
 		obj     client.Object
 		handler toolscache.ResourceEventHandler
-	}{
-		{&corev1.Service{}, every},
-		{&discoveryv1.EndpointSlice{}, every},
-		{&corev1.Pod{}, only(podChanged)},
-		{nodeMetadata(), only(labelsChanged)},
+	}
+	objects := []watched{
+		{"Services", &corev1.Service{}, every},
+		{"EndpointSlices", &discoveryv1.EndpointSlice{}, every},
+		{"Pods", &corev1.Pod{}, only(podChanged)},
+		{"Nodes", nodeMetadata(), only(labelsChanged)},
 	}
 	for _, gvk := range w.kinds {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
-		objects = append(objects, struct {
-			obj     client.Object
-			handler toolscache.ResourceEventHandler
-		}{u, every})
+		objects = append(objects, watched{gvk.Kind, u, every})
 	}
 	for _, o := range objects {
 		inf, err := c.GetInformer(ctx, o.obj, cache.BlockUntilSynced(false))
 		if err != nil {
-			return fmt.Errorf("kube: watching %T: %w", o.obj, err)
+			return fmt.Errorf("kube: watching %s: %w", o.name, err)
 		}
 		if _, err := inf.AddEventHandler(o.handler); err != nil {
-			return fmt.Errorf("kube: watching %T: %w", o.obj, err)
+			return fmt.Errorf("kube: watching %s: %w", o.name, err)
 		}
 	}
 	return nil
