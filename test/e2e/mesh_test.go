@@ -25,12 +25,7 @@ import (
 // real dubbo-go consumers and providers. The binary is built once for all the subtests, which run in
 // parallel, each on loopback addresses of its own.
 func TestMesh(t *testing.T) {
-	t.Parallel()
-	bin := meshtest.Build(t, t.TempDir())
-	for _, tt := range []struct {
-		name string
-		run  func(t *testing.T, bin string)
-	}{
+	runWithBinary(t, []binaryTest{
 		{"RoutingByManifest", testMeshRouting},
 		{"ChangeIsLive", testMeshChangeIsLive},
 		{"RouteChurnUnderLoad", testMeshRouteChurn},
@@ -38,7 +33,20 @@ func TestMesh(t *testing.T) {
 		{"NACK", testMeshNACK},
 		{"TrafficPolicyByManifest", testMeshTrafficPolicy},
 		{"LocalityFailover", testMeshLocality},
-	} {
+	})
+}
+
+// binaryTest is a subtest that runs the meltemi binary.
+type binaryTest struct {
+	name string
+	run  func(t *testing.T, bin string)
+}
+
+// runWithBinary builds the binary once and runs the subtests in parallel with it.
+func runWithBinary(t *testing.T, tests []binaryTest) {
+	t.Parallel()
+	bin := meshtest.Build(t, t.TempDir())
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.run(t, bin)

@@ -18,12 +18,7 @@ import (
 // DestinationRules, Aeraki MetaRouters with Meltemi's route extensions), between real dubbo-go consumers and
 // providers whose behaviour the test switches by calling them directly.
 func TestTrafficPolicy(t *testing.T) {
-	t.Parallel()
-	bin := meshtest.Build(t, t.TempDir())
-	for _, tt := range []struct {
-		name string
-		run  func(t *testing.T, bin string)
-	}{
+	runWithBinary(t, []binaryTest{
 		{"ConsistentHashPinsKeys", testConsistentHash},
 		{"OutlierEjectionAndReturn", testOutlierEjection},
 		{"KilledProviderUnderLoad", testKilledProvider},
@@ -32,12 +27,7 @@ func TestTrafficPolicy(t *testing.T) {
 		{"FaultInjection", testFaults},
 		{"Mirror", testMirror},
 		{"ConcurrencyLimitPerMethod", testConcurrencyLimit},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			tt.run(t, bin)
-		})
-	}
+	})
 }
 
 // policyMesh is the greet service (providers v1 and v2) behind `meltemi mesh`, with a DestinationRule traffic
