@@ -37,5 +37,6 @@ func NewRootCommand(p Plugins) *cobra.Command {
 	root.AddCommand(newControllerCommand(p))
 	root.AddCommand(newMeshCommand(p))
 	root.AddCommand(newValidateCommand(p))
+	root.AddCommand(newCompatCommand(p))
 	return root
 }
