@@ -214,7 +214,9 @@ func TestServiceAccountRights(t *testing.T) {
 		{"watch discovery.k8s.io/endpointslices", true},
 		{"list networking.istio.io/serviceentries", true},
 		{"watch networking.istio.io/workloadentries", true},
-		{"get networking.istio.io/destinationrules", true},
+		{"watch networking.istio.io/destinationrules", true},
+		{"list /nodes", true},
+		{"watch redis.aeraki.io/redisdestinations", true},
 		{"create networking.istio.io/envoyfilters istio-system", true},
 		{"delete networking.istio.io/envoyfilters istio-system", true},
 		{"watch metaprotocol.aeraki.io/metarouters", true},
@@ -239,7 +241,8 @@ func TestServiceAccountRights(t *testing.T) {
 		{"patch admissionregistration.k8s.io/validatingwebhookconfigurations - istio-validator-istio-system", false},
 		{"patch admissionregistration.k8s.io/mutatingwebhookconfigurations - istio-sidecar-injector", false},
 		{"list /configmaps", false},
-		{"list /nodes", false},
+		{"update /nodes", false},
+		{"get /services shop demo", false},
 	} {
 		ra := resourceAttributes(c2.attrs)
 		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
