@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' codec proxy 2>/dev/null | \
 	xargs -r grep -H -o '^func Fuzz[A-Za-z0-9_]*' | sed 's|/[^/]*_test.go:func |:|' | sort -u)
 
-.PHONY: all build test unit e2e vet fuzz bench bench-codec clean generate demo test-kube
+.PHONY: all build test unit e2e vet fuzz bench bench-codec clean generate demo test-kube manifests
 
 all: build
 
@@ -22,9 +22,10 @@ test: vet unit e2e
 # The e2e module replaces the root module with this tree, so a change to the root's requirements changes its
 # module graph: -mod=mod lets it follow without a hand-run tidy.
 # Test modules of their own (real peers' libraries stay out of the product's go.mod): the e2e suite, one
-# interop module per protocol family under test/interop, and the add-a-protocol example.
-# test/kube's tests that need a real API server skip there unless KUBEBUILDER_ASSETS is set (make test-kube).
-TEST_MODULES := test/e2e test/kube $(patsubst %/go.mod,%,$(wildcard test/interop/*/go.mod)) examples/private-protocol
+# interop module per protocol family under test/interop, the add-a-protocol example, and the Helm chart's checks
+# (test/deploy). test/kube's and test/deploy's tests that need a real API server skip there unless
+# KUBEBUILDER_ASSETS is set (make test-kube).
+TEST_MODULES := test/e2e test/kube $(patsubst %/go.mod,%,$(wildcard test/interop/*/go.mod)) examples/private-protocol test/deploy
 
 vet:
 	$(GO) vet ./...
@@ -70,6 +71,13 @@ clean:
 ## The example is a module of its own, so that dubbo-go stays out of the product's go.mod.
 demo: build
 	cd examples/dubbo && $(GO) run -mod=mod ./demo -meltemi ../../bin/meltemi
+
+## manifests: copy api/crds into the Helm chart and render the plain manifests, deploy/manifests/meltemi.yaml,
+## from the chart with its default values (Helm's Go library, in test/deploy; test/deploy checks both are current).
+manifests:
+	rm -f deploy/helm/meltemi/crds/*.yaml
+	cp api/crds/*.yaml deploy/helm/meltemi/crds/
+	cd test/deploy && $(GO) run -mod=mod ./cmd/render -chart ../../deploy/helm/meltemi -o ../../deploy/manifests/meltemi.yaml
 
 ## generate: regenerate the Go code and CRD manifests under api/ (installs its own pinned tools).
 generate:
