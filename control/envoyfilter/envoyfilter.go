@@ -27,6 +27,7 @@ import (
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	clientv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meltemi-mesh/meltemi/control/model"
 	"github.com/meltemi-mesh/meltemi/control/translate"
@@ -108,8 +109,8 @@ func (o Options) Validate() error {
 	if strings.ContainsAny(o.XDSCluster, " \t\n") {
 		return fmt.Errorf("xdsCluster %q: a cluster name has no spaces", o.XDSCluster)
 	}
-	if errs := validateNamespace(o.RootNamespace); errs != "" {
-		return fmt.Errorf("rootNamespace %q: %s", o.RootNamespace, errs)
+	if errs := validation.IsDNS1123Label(o.RootNamespace); len(errs) > 0 {
+		return fmt.Errorf("rootNamespace %q: %s", o.RootNamespace, strings.Join(errs, "; "))
 	}
 	if a := o.AccessLog; a != nil {
 		if a.Path == "" {
@@ -386,18 +387,4 @@ func portIndex(se *model.ServiceEntry, number uint32) int {
 		}
 	}
 	return 0
-}
-
-// validateNamespace returns why a namespace name is not a DNS label, "" when it is one.
-func validateNamespace(ns string) string {
-	if len(ns) == 0 || len(ns) > 63 {
-		return "a namespace is 1 to 63 characters"
-	}
-	for i, r := range ns {
-		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(ns)-1
-		if !ok {
-			return "a namespace is lower-case letters, digits and '-', starting and ending with a letter or digit"
-		}
-	}
-	return ""
 }
