@@ -79,6 +79,8 @@ manifests:
 	cp api/crds/*.yaml deploy/helm/meltemi/crds/
 	cd test/deploy && $(GO) run -mod=mod ./cmd/render -chart ../../deploy/helm/meltemi -o ../../deploy/manifests/meltemi.yaml
 
-## generate: regenerate the Go code and CRD manifests under api/ (installs its own pinned tools).
+## generate: regenerate the Go code and CRD manifests under api/ (installs its own pinned tools), then the
+## chart's copy of the CRDs and the plain manifests.
 generate:
 	GO="$(GO)" ./hack/generate.sh
+	$(MAKE) manifests
