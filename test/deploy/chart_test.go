@@ -11,6 +11,9 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3" // the bootstrap's protocol options
 	"google.golang.org/protobuf/encoding/protojson"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -375,6 +378,23 @@ func TestReleaseName(t *testing.T) {
 		}
 		if ns := d.Object.GetNamespace(); ns != "" && ns != "mesh-system" {
 			t.Errorf("%s %s in %s", d.Object.GetKind(), d.Object.GetName(), ns)
+		}
+	}
+}
+
+// TestHelmLint runs Helm's own linter, as helm lint --strict would, with the defaults and with every
+// optional part on: anything above information is a failure.
+func TestHelmLint(t *testing.T) {
+	kv := &chartutil.KubeVersion{Version: deploy.KubeVersion, Major: "1", Minor: "37"}
+	for _, values := range []map[string]any{
+		nil,
+		{"compat": map[string]any{"envoyFilters": true, "bootstrapNamespaces": []any{"shop"}}, "injection": map[string]any{"enabled": true}},
+	} {
+		l := lint.AllWithKubeVersion(chartDir, values, deploy.DefaultNamespace, kv)
+		for _, m := range l.Messages {
+			if m.Severity > support.InfoSev {
+				t.Errorf("values %v: %s", values, m)
+			}
 		}
 	}
 }
