@@ -41,11 +41,16 @@ e2e:
 	@peers="$$(GO="$(GO)" ./hack/test-peers.sh)" || exit 1; export $$peers; \
 	for m in $(TEST_MODULES); do echo "e2e $$m"; (cd $$m && $(GO) test -mod=mod -count=1 -timeout 15m ./...) || exit 1; done
 
-## test-kube: the tests against a real kube-apiserver and etcd (test/kube). hack/kube-assets.sh builds both from
-## the Go module proxy on first use (10 to 20 minutes on two cores) and caches them under ~/.cache/meltemi.
+# Modules whose tests need a real kube-apiserver and etcd; without KUBEBUILDER_ASSETS they skip those tests.
+KUBE_TEST_MODULES := test/kube test/deploy
+
+## test-kube: the tests against a real kube-apiserver and etcd (test/kube: the kube source; test/deploy: the Helm
+## chart). hack/kube-assets.sh builds both from the Go module proxy on first use (10 to 20 minutes on two cores)
+## and caches them under ~/.cache/meltemi.
 test-kube:
 	@assets=$$(GO="$(GO)" ./hack/kube-assets.sh) && echo "test-kube: KUBEBUILDER_ASSETS=$$assets" && \
-		cd test/kube && KUBEBUILDER_ASSETS="$$assets" $(GO) test -mod=mod -race -count=1 -timeout 15m ./...
+	for m in $(KUBE_TEST_MODULES); do echo "test-kube $$m"; \
+		(cd $$m && KUBEBUILDER_ASSETS="$$assets" $(GO) test -mod=mod -race -count=1 -timeout 15m ./...) || exit 1; done
 
 ## fuzz: run every fuzz target for FUZZTIME each.
 fuzz:
