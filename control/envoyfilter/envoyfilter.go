@@ -157,7 +157,12 @@ type generator struct {
 	problems []model.Problem
 }
 
+// problem records what was left out of an object's filters. The field is the ServiceEntry's; for an entry a
+// source made from another kind (a Kubernetes Service), the field of that kind the user wrote is named.
 func (g *generator) problem(meta *model.Meta, field string, sev model.Severity, format string, args ...any) {
+	if meta.FieldOf != nil {
+		field = meta.FieldOf(field)
+	}
 	g.problems = append(g.problems, model.Problem{
 		Origin: meta.Origin, Key: meta.Key(), Field: field, Severity: sev, Message: fmt.Sprintf(format, args...),
 	})
@@ -256,7 +261,7 @@ func (g *generator) addresses(se *model.ServiceEntry, svc *model.Service) []neti
 	if len(out) == 0 {
 		g.problem(&se.Meta, "spec.addresses", model.SeverityWarning,
 			"no address: Istio's outbound listener for it is not named after one, so no outbound EnvoyFilter is "+
-				"generated (as in Aeraki); give the ServiceEntry an address")
+				"generated (as in Aeraki); give it an address")
 	}
 	return out
 }
@@ -273,6 +278,11 @@ func (g *generator) workloadSelector(se *model.ServiceEntry) map[string]string {
 	value := strings.Join(strings.Fields(se.Annotations[annotation]), "")
 	field := "metadata.annotations." + annotation
 	switch parts := strings.Split(value, ":"); {
+	case value == "" && se.Kind != model.KindServiceEntry:
+		// A Kubernetes Service's selector does not reach the model; Aeraki's annotation does.
+		g.problem(&se.Meta, field, model.SeverityWarning,
+			"no %s annotation (\"value\" for label app, or \"key:value\"): the servers' sidecars get no inbound "+
+				"EnvoyFilter, so they keep tcp_proxy and the MetaRouter's rate limits do not apply", annotation)
 	case value == "":
 		g.problem(&se.Meta, "spec.workloadSelector", model.SeverityWarning,
 			"no workloadSelector (nor a %s annotation): the servers' sidecars get no inbound EnvoyFilter, "+

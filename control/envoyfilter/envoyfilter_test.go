@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+	networkingv1 "istio.io/api/networking/v1"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	clientv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	"sigs.k8s.io/yaml"
@@ -395,6 +396,64 @@ func TestJSONAccessLog(t *testing.T) {
 		}
 		if c.format != "" && len(fields) != len(c.want) {
 			t.Errorf("format %q: fields %v", c.format, fields)
+		}
+	}
+}
+
+// A Kubernetes Service reaches the model as a ServiceEntry of kind Service (control/source/kube): its cluster
+// IP names the outbound listener, as Istio names it; its pods are selected only by Aeraki's annotation, and
+// problems name the Service's own fields.
+func TestKubernetesService(t *testing.T) {
+	service := func(annotations map[string]string) *model.ServiceEntry {
+		return &model.ServiceEntry{
+			Meta: model.Meta{Kind: "Service", Namespace: "shop", Name: "demo", Annotations: annotations,
+				FieldOf: func(f string) string { return strings.Replace(f, "spec.workloadSelector", "spec.selector", 1) }},
+			Spec: &networkingv1.ServiceEntry{
+				Hosts:      []string{"demo.shop.svc.cluster.local"},
+				Addresses:  []string{"10.96.0.10"},
+				Ports:      []*networkingv1.ServicePort{{Number: 20880, Name: "tcp-dubbo", TargetPort: 20881}},
+				Resolution: networkingv1.ServiceEntry_STATIC,
+				Endpoints:  []*networkingv1.WorkloadEntry{{Address: "10.244.0.5", Ports: map[string]uint32{"tcp-dubbo": 20881}}},
+			},
+		}
+	}
+	for _, c := range []struct {
+		annotations map[string]string
+		names       []string
+		problems    []string
+	}{
+		{nil, []string{"aeraki-outbound-demo.shop.svc.cluster.local-10.96.0.10-20880"},
+			[]string{"Service shop/demo: metadata.annotations.workloadSelector: warning: no workloadSelector annotation"}},
+		{map[string]string{"workloadSelector": "app:demo"},
+			[]string{"aeraki-inbound-demo.shop.svc.cluster.local-20880", "aeraki-outbound-demo.shop.svc.cluster.local-10.96.0.10-20880"}, nil},
+	} {
+		snap := model.Build(1, model.Objects{ServiceEntries: []*model.ServiceEntry{service(c.annotations)}},
+			model.Options{Codecs: codecs(t)})
+		filters, problems, err := envoyfilter.Generate(snap, envoyfilter.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, ef := range filters {
+			names = append(names, ef.Name)
+			checkFilter(t, ef, envoyfilter.DefaultXDSCluster)
+		}
+		if !slices.Equal(names, c.names) {
+			t.Errorf("annotations %v: filters %v, want %v", c.annotations, names, c.names)
+		}
+		if len(problems) != len(c.problems) {
+			t.Fatalf("annotations %v: problems %v", c.annotations, problems)
+		}
+		for i, p := range problems {
+			if !strings.HasPrefix(p.String(), c.problems[i]) {
+				t.Errorf("problem %q, want %q...", p, c.problems[i])
+			}
+		}
+		if len(filters) == 2 {
+			port := filters[0].Spec.ConfigPatches[0].GetMatch().GetListener().GetFilterChain().GetDestinationPort()
+			if port != 20881 {
+				t.Errorf("inbound destination port %d, want the target port 20881", port)
+			}
 		}
 	}
 }
