@@ -135,7 +135,7 @@ func (p *Proxy) buildCluster(node *Node, cc *Cluster, prev *cluster) (*cluster, 
 		c.connectTimeout = 10 * time.Second
 	}
 	if c.connsPerEndpoint <= 0 {
-		c.connsPerEndpoint = 1
+		c.connsPerEndpoint = DefaultConnectionsPerEndpoint
 	}
 	if prev != nil {
 		c.state = prev.state

@@ -310,11 +310,19 @@ func clusterOf(name string, addrs ...string) proxy.Cluster {
 	return c
 }
 
+// oneConnection makes a cluster's endpoints share one upstream connection each.
+func oneConnection(c proxy.Cluster) proxy.Cluster {
+	c.ConnectionsPerEndpoint = 1
+	return c
+}
+
+// TestMultiplexesPipelinedRequests: the requests of several client connections, with the same ids, share one
+// upstream connection and each gets its own answer.
 func TestMultiplexesPipelinedRequests(t *testing.T) {
 	up := startServer(t, "127.0.0.1:0", "up")
 	h := newProxy(t, &proxy.Config{
 		Listeners: []proxy.Listener{listener(proxy.Route{Cluster: "c"})},
-		Clusters:  []proxy.Cluster{clusterOf("c", up.addr())},
+		Clusters:  []proxy.Cluster{oneConnection(clusterOf("c", up.addr()))},
 	})
 	const conns, perConn = 4, 200
 	var wg sync.WaitGroup
@@ -719,4 +727,26 @@ func inUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
+}
+
+// TestClientConnectionsSpreadOverThePool: with the default pool, client connections use the endpoint's
+// connections in turn, each its own, up to DefaultConnectionsPerEndpoint.
+func TestClientConnectionsSpreadOverThePool(t *testing.T) {
+	up := startServer(t, "127.0.0.1:0", "up")
+	h := newProxy(t, &proxy.Config{
+		Listeners: []proxy.Listener{listener(proxy.Route{Cluster: "c"})},
+		Clusters:  []proxy.Cluster{clusterOf("c", up.addr())},
+	})
+	for i := range 2 * proxy.DefaultConnectionsPerEndpoint {
+		c := h.dial()
+		if _, err := c.Write(request(1, "greet", "sayHello", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := readFrame(c); err != nil || valueOf(t, r) != fmt.Sprint("up:", i) {
+			t.Fatalf("client %d: %+v (%v)", i, r, err)
+		}
+		if n, want := up.accepted.Load(), int64(min(i+1, proxy.DefaultConnectionsPerEndpoint)); n != want {
+			t.Fatalf("after %d clients the upstream accepted %d connections, want %d", i+1, n, want)
+		}
+	}
 }

@@ -153,7 +153,8 @@ func newStreamBench(t *testing.T, idle time.Duration) *streamBench {
 			StreamIdleTimeout: idle,
 			Routes: proxy.RouteConfig{Name: "r", Routes: []proxy.Route{{Name: "chat", Cluster: "chat",
 				Match: []proxy.MetadataMatcher{{Key: trpc.KeyFunc, Kind: proxy.MatchExact, Value: "/echo.S/Chat"}}}}}}},
-		Clusters: []proxy.Cluster{clusterOf("chat", ln.Addr().String())},
+		// One connection per endpoint: the tests see every stream's frames on it.
+		Clusters: []proxy.Cluster{oneConnection(clusterOf("chat", ln.Addr().String()))},
 	}
 	if err := b.p.Update(cfg); err != nil {
 		t.Fatal(err)

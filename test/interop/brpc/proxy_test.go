@@ -54,13 +54,15 @@ func startBench(t *testing.T, routes ...proxy.Route) *bench {
 }
 
 // config is the proxy's config: one bRPC listener with routes, and a cluster for each subset. The listener's
-// name and address stay the same from one config to the next, so it keeps its socket.
+// name and address stay the same from one config to the next, so it keeps its socket. Each endpoint gets one
+// upstream connection, which every client shares: the tests check how correlation ids are kept apart on it.
 func (b *bench) config(routes ...proxy.Route) *proxy.Config {
 	cluster := func(name string, s *echoServer) proxy.Cluster {
 		return proxy.Cluster{
-			Name:    name,
-			Service: proxy.Service{Host: echoHost, Name: "echo", Namespace: "interop"},
-			Subset:  map[string]string{"version": s.Version},
+			Name:                   name,
+			Service:                proxy.Service{Host: echoHost, Name: "echo", Namespace: "interop"},
+			ConnectionsPerEndpoint: 1,
+			Subset:                 map[string]string{"version": s.Version},
 			Endpoints: []proxy.Endpoint{
 				{Address: b.v1.Addr, Labels: map[string]string{"app": "echo", "version": "v1"}},
 				{Address: b.v2.Addr, Labels: map[string]string{"app": "echo", "version": "v2"}},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/apache/thrift/lib/go/thrift"
 
+	"github.com/meltemi-mesh/meltemi/proxy"
 	"github.com/meltemi-mesh/meltemi/test/interop/thrift/apachegen/echo"
 	"github.com/meltemi-mesh/meltemi/test/meshtest"
 )
@@ -140,7 +141,7 @@ func testApacheTransport(t *testing.T, tr apacheTransport) {
 		})
 	})
 
-	t.Run("concurrent clients share one upstream connection", func(t *testing.T) {
+	t.Run("concurrent clients share the endpoint's few upstream connections", func(t *testing.T) {
 		const clients, calls = 16, 50
 		var wg sync.WaitGroup
 		errs := make(chan error, clients)
@@ -161,9 +162,12 @@ func testApacheTransport(t *testing.T, tr apacheTransport) {
 		for err := range errs {
 			t.Error(err)
 		}
-		// Every call of every test above went to v1 and v2 over one connection to each.
-		if n1, n2 := v1.accepted.Load(), v2.accepted.Load(); n1 != 1 || n2 != 1 {
-			t.Fatalf("servers accepted %d (v1) and %d (v2) connections from the proxy; want 1 each", n1, n2)
+		// Every call of every test above, from 16 clients and more, went to v1 and v2 over the proxy's pool of
+		// connections to each, every one of them multiplexing several clients.
+		if n1, n2 := v1.accepted.Load(), v2.accepted.Load(); n1 != proxy.DefaultConnectionsPerEndpoint ||
+			n2 != proxy.DefaultConnectionsPerEndpoint {
+			t.Fatalf("servers accepted %d (v1) and %d (v2) connections from the proxy; want %d each", n1, n2,
+				proxy.DefaultConnectionsPerEndpoint)
 		}
 	})
 }
