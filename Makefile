@@ -63,8 +63,8 @@ fuzz:
 ## bench: codec micro-benchmarks, then the direct / floor / one-hop tables for Dubbo, Thrift and bRPC.
 bench: bench-codec
 	$(GO) run ./bench/cmd/meshbench run
-	$(GO) run ./bench/cmd/meshbench run -protocol thrift -loads 1x1,4x16
-	$(GO) run ./bench/cmd/meshbench run -protocol brpc -loads 1x1,4x16
+	$(GO) run ./bench/cmd/meshbench run -protocol thrift
+	$(GO) run ./bench/cmd/meshbench run -protocol brpc
 
 bench-codec:
 	$(GO) test -run '^$$' -bench . -benchmem ./codec/...

@@ -148,6 +148,10 @@ func (fr *frameReader) readRaw(fd uintptr) bool {
 	}
 }
 
+// maxSpareWrite is the largest drained write queue a connection keeps for its next burst; a larger one, left
+// by a burst, goes back to the garbage collector rather than staying with the connection.
+const maxSpareWrite = 1 << 20
+
 // maxPendingWrite bounds the bytes queued for a connection that does not keep up; past it the connection is
 // closed rather than letting one slow peer hold the proxy's memory.
 const maxPendingWrite = 64 << 20
@@ -320,7 +324,7 @@ func (w *connWriter) flush(first []byte) error {
 			}
 		}
 		w.mu.Lock()
-		if queued && cap(buf) <= 1<<20 {
+		if queued && cap(buf) <= maxSpareWrite {
 			w.spare = buf[:0] // reuse the drained queue's memory, unless a burst made it large
 		}
 		if w.err != nil || len(w.pending) == 0 {
