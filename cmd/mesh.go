@@ -30,7 +30,7 @@ meta-protocol port of every ServiceEntry address (an address in 127.0.0.0/8 is a
 for a ServiceEntry without one), so a client simply dials the service's address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			TuneProxyRuntime()
+			proxy.TuneRuntime()
 			log, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err

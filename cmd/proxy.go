@@ -28,7 +28,7 @@ controller at --xds (meltemi controller, meltemi mesh, or an Aeraki control plan
 serving its last config while the controller is away, and resyncs when it comes back.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			TuneProxyRuntime()
+			proxy.TuneRuntime()
 			if xdsAddr == "" {
 				return errors.New("--xds: the controller's address is required")
 			}

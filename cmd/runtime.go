@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -87,16 +86,4 @@ func serveHTTP(ctx context.Context, addr string, handler http.Handler, log *slog
 		}
 	}()
 	return func() error { return <-done }, nil
-}
-
-// ProxyGCPercent is the garbage collector's target in a process that runs a proxy. The proxy's requests
-// allocate next to nothing, so a tighter target than Go's default of 100 costs no measurable CPU, while it
-// keeps the memory a burst of load leaves behind from staying resident (measured in bench/README.md).
-const ProxyGCPercent = 50
-
-// TuneProxyRuntime sets ProxyGCPercent, unless GOGC says otherwise.
-func TuneProxyRuntime() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(ProxyGCPercent)
-	}
 }

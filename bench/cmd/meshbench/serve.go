@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/bench/meshload"
-	meltemicmd "github.com/meltemi-mesh/meltemi/cmd"
 	"github.com/meltemi-mesh/meltemi/codec"
 	"github.com/meltemi-mesh/meltemi/codec/brpc"
 	"github.com/meltemi-mesh/meltemi/codec/dubbo"
@@ -134,7 +133,7 @@ func proxyConfig(reg codec.Registration, listen, upstream string, upstreamConns 
 }
 
 func runProxy(args []string) error {
-	meltemicmd.TuneProxyRuntime() // as meltemi proxy does
+	proxy.TuneRuntime() // as meltemi proxy does
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	proto := addProtocolFlag(fs)
 	listen := fs.String("listen", "127.0.0.1:20882", "`address` to serve on")
