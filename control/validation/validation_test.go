@@ -266,7 +266,7 @@ func FuzzHandle(f *testing.F) {
 	for _, seed := range []string{
 		router("a", "  hosts: [orders.shop.example]\n"+routeAll),
 		router("b", "  hosts: [x, y]\n  exportTo: ['~', '.']\n  localRateLimit: {tokenBucket: {maxTokens: 0, fillInterval: 1m}}\n"),
-		router("c", "  hosts: [orders.shop.example]\n  routes: [{route: [{destination: {host: a, port: {number: 70000}}, weight: 0}]}]\n" +
+		router("c", "  hosts: [orders.shop.example]\n  routes: [{route: [{destination: {host: a, port: {number: 70000}}, weight: 0}]}]\n"+
 			"  globalRateLimit: {domain: d, rateLimitService: 'outbound|8081||rls.example', descriptors: [{property: method, descriptorKey: m}]}\n"),
 		"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec: {hosts: [a], ports: [{number: 1, name: tcp-dubbo}]}\nstatus: {addresses: [{value: 127.240.0.1, host: a}]}\n",
 		"apiVersion: redis.aeraki.io/v1alpha1\nkind: RedisService\nmetadata: {name: r}\nspec: {host: [a], redis: [{route: {host: b, port: 70000}}]}\n",
