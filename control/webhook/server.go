@@ -44,7 +44,8 @@ const DefaultSecretName = "meltemi-webhook-tls"
 
 // Options configure a Server.
 type Options struct {
-	// Service is the Service the API server calls the webhooks through, as NAME.NAMESPACE: the
+	// Service is the Service the API server calls the webhooks through, as NAME.NAMESPACE (or
+	// NAME.NAMESPACE.svc): the
 	// certificate is for its DNS names, and the caBundle goes to every webhook calling it.
 	Service string
 	// Hosts are further DNS names and IP addresses the certificate is for, for an API server that
@@ -92,7 +93,8 @@ func New(cfg *rest.Config, opts Options) (*Server, error) {
 		return nil, errors.New("webhook: a Service (NAME.NAMESPACE) or hosts the API server calls it by are required")
 	}
 	if opts.Service != "" {
-		name, ns, ok := strings.Cut(opts.Service, ".")
+		// NAME.NAMESPACE.svc is the same Service, as the API server names it.
+		name, ns, ok := strings.Cut(strings.TrimSuffix(opts.Service, ".svc"), ".")
 		if !ok || len(validation.IsDNS1123Label(name)) > 0 || len(validation.IsDNS1123Label(ns)) > 0 {
 			return nil, fmt.Errorf("webhook: service %q is not NAME.NAMESPACE", opts.Service)
 		}

@@ -50,6 +50,9 @@ func TestNewNamesWhatTheCertificateIsFor(t *testing.T) {
 	if got := s.nameList(); !equal(got, want) {
 		t.Errorf("names %v, want %v", got, want)
 	}
+	if svc, _ := testServer(t, Options{Service: "meltemi.meltemi-system.svc"}); svc.svcName != "meltemi" || svc.svcNamespace != "meltemi-system" {
+		t.Errorf("NAME.NAMESPACE.svc read as %s in %s", svc.svcName, svc.svcNamespace)
+	}
 	for _, bad := range []Options{{}, {Service: "nonamespace"}, {Service: "Bad_Name.ns"}, {Hosts: []string{"not a host"}}} {
 		bad.Namespace = "x"
 		if _, err := New(&rest.Config{}, bad); err == nil {
