@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X github.com/meltemi-mesh/meltemi/cmd.version=$(VERSION)
 FUZZTIME ?= 30s
 
 # Every fuzz target as package:Target, run with their seed corpus by `make test` and fuzzed by `make fuzz`.
-FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' codec proxy 2>/dev/null | \
+FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' codec proxy control 2>/dev/null | \
 	xargs -r grep -H -o '^func Fuzz[A-Za-z0-9_]*' | sed 's|/[^/]*_test.go:func |:|' | sort -u)
 
 .PHONY: all build test unit e2e vet fuzz bench bench-codec clean generate demo test-kube manifests

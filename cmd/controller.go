@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 
 	"github.com/meltemi-mesh/meltemi/codec"
 	"github.com/meltemi-mesh/meltemi/control/model"
@@ -37,7 +38,12 @@ Aeraki MetaRouter, ApplicationProtocol, RedisService, RedisDestination, DubboAut
 folder, or with --kube watch the same kinds in a Kubernetes cluster along with its Services and their
 EndpointSlices (with both, the folder's objects and the cluster's are served together), and serve each proxy
 that connects its own config over xDS (ADS, state of the world and delta). A bad object is reported and
-skipped; an object that turns bad keeps its last good version.`,
+skipped; an object that turns bad keeps its last good version.
+
+In a cluster, several replicas may run side by side: every one serves xDS, and the one holding the Lease
+(--leader-elect) writes the Accepted and Programmed conditions of Meltemi's objects and records allocated
+addresses in ServiceEntry status. With --webhook-addr, the controller also serves the validating admission
+webhook of Meltemi's kinds over HTTPS, with a certificate of its own CA kept in a Secret.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
@@ -57,8 +63,13 @@ skipped; an object that turns bad keeps its last good version.`,
 				}
 				sources, from = append(sources, src), append(from, dir)
 			}
+			var kubeCfg *rest.Config
 			if kubeFlags.enabled {
-				src, name, err := kubeFlags.source(codecs, log)
+				if kubeCfg, err = kubeFlags.restConfig(); err != nil {
+					return err
+				}
+				logTo(log)
+				src, name, err := kubeFlags.source(kubeCfg, codecs, log)
 				if err != nil {
 					return err
 				}
@@ -77,21 +88,40 @@ skipped; an object that turns bad keeps its last good version.`,
 			if err != nil {
 				return err
 			}
+			var k *kubeRuntime
+			if kubeFlags.enabled {
+				if k, err = kubeFlags.runtime(kubeCfg, cp, codecs, metrics, log); err != nil {
+					return err
+				}
+			} else if cmd.Flags().Changed("webhook-addr") || cmd.Flags().Changed("leader-elect") {
+				return errors.New("--webhook-addr and --leader-elect need --kube")
+			}
 			lis, err := net.Listen("tcp", xdsAddr)
 			if err != nil {
+				k.close()
 				return fmt.Errorf("--xds: %w", err)
+			}
+			ready := cp.ready
+			if k != nil {
+				ready = func() bool { return cp.ready() && k.ready() }
+				cp.replica = k.dump
 			}
 			mux := http.NewServeMux()
 			mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
-			mux.HandleFunc("/ready", readyHandler(cp.ready))
+			mux.HandleFunc("/ready", readyHandler(ready))
 			mux.HandleFunc("/config_dump", jsonHandler(func() any { return cp.dump() }))
 			wait, err := serveHTTP(ctx, admin, mux, log)
 			if err != nil {
 				lis.Close()
+				k.close()
 				return fmt.Errorf("--admin: %w", err)
 			}
 			log.Info("controller started", "config", strings.Join(from, " and "), "xds", lis.Addr().String(), "admin", admin)
-			runErr := cp.run(ctx, lis)
+			tasks := []func(context.Context) error{func(ctx context.Context) error { return cp.run(ctx, lis) }}
+			if k != nil {
+				tasks = append(tasks, k.run)
+			}
+			runErr := runAll(ctx, tasks...)
 			stop()
 			return errors.Join(runErr, wait())
 		},
@@ -101,6 +131,7 @@ skipped; an object that turns bad keeps its last good version.`,
 	f.StringVar(&xdsAddr, "xds", "127.0.0.1:15010", "host:port the xDS server listens on")
 	f.StringVar(&admin, "admin", "127.0.0.1:15014", "host:port serving /ready, /metrics and /config_dump")
 	kubeFlags.add(cmd)
+	kubeFlags.addController(cmd)
 	logs.add(cmd)
 	return cmd
 }
@@ -129,6 +160,20 @@ type controlPlane struct {
 	last     source.Update
 	reported map[string]bool // problems already logged, so each is logged once
 	loaded   atomic.Bool
+	// observers see each update before the xDS server does; they are set before run.
+	observers []func(source.Update)
+	// replica, when set, tells about this replica among others (leader election) in /config_dump.
+	replica func() any
+}
+
+// observe has fn called with every update, before the xDS server gets its snapshot. Call it before run.
+func (c *controlPlane) observe(fn func(source.Update)) { c.observers = append(c.observers, fn) }
+
+// snapshot is the snapshot served; nil before the first.
+func (c *controlPlane) snapshot() *model.Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last.Snapshot
 }
 
 func newControlPlane(src source.Runner, metrics prometheus.Registerer, log *slog.Logger) (*controlPlane, error) {
@@ -168,6 +213,9 @@ func (c *controlPlane) publish(u source.Update) {
 	}
 	c.reported = current
 	c.mu.Unlock()
+	for _, fn := range c.observers {
+		fn(u)
+	}
 	if u.Snapshot != nil {
 		c.xds.Update(u.Snapshot)
 		c.loaded.Store(true)
@@ -195,10 +243,14 @@ func (c *controlPlane) dump() any {
 	}
 	out := struct {
 		Version   uint64     `json:"version"`
+		Replica   any        `json:"replica,omitempty"`
 		Services  []service  `json:"services"`
 		Listeners []listener `json:"listeners"`
 		Problems  []string   `json:"problems"`
 	}{Services: []service{}, Listeners: []listener{}, Problems: []string{}}
+	if c.replica != nil {
+		out.Replica = c.replica()
+	}
 	if s := u.Snapshot; s != nil {
 		out.Version = s.Version
 		for _, svc := range s.MetaProtocolServices() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
@@ -51,17 +52,17 @@ func Decode(origin Origin, doc []byte) (obj Object, key Key, problems []Problem)
 	switch key.Kind {
 	case KindServiceEntry:
 		spec := &networking.ServiceEntry{}
-		if decodeIstio(doc, meta, spec, r) {
-			obj = &ServiceEntry{Meta: *meta, Spec: spec}
+		if status, ok := decodeIstio(doc, meta, spec, r); ok {
+			obj = &ServiceEntry{Meta: *meta, Spec: spec, StatusAddresses: statusAddresses(status, r)}
 		}
 	case KindDestinationRule:
 		spec := &networking.DestinationRule{}
-		if decodeIstio(doc, meta, spec, r) {
+		if _, ok := decodeIstio(doc, meta, spec, r); ok {
 			obj = &DestinationRule{Meta: *meta, Spec: spec}
 		}
 	case KindWorkloadEntry:
 		spec := &networking.WorkloadEntry{}
-		if decodeIstio(doc, meta, spec, r) {
+		if _, ok := decodeIstio(doc, meta, spec, r); ok {
 			obj = &WorkloadEntry{Meta: *meta, Spec: spec}
 		}
 	case KindMetaRouter:
@@ -163,32 +164,33 @@ type istioManifest struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              json.RawMessage `json:"spec"`
-	// Status is written by Istio's controllers; it is accepted and not read.
+	// Status is written by controllers; of it, only a ServiceEntry's addresses are read.
 	Status json.RawMessage `json:"status,omitempty"`
 }
 
-func decodeIstio(doc []byte, meta *Meta, spec proto.Message, r *reporter) bool {
+// decodeIstio decodes an Istio object's spec into spec and returns its status, undecoded.
+func decodeIstio(doc []byte, meta *Meta, spec proto.Message, r *reporter) (json.RawMessage, bool) {
 	var m istioManifest
 	if !decodeStrict(doc, &m, r) {
-		return false
+		return nil, false
 	}
 	setMeta(meta, &m.ObjectMeta)
 	if len(m.Spec) == 0 || bytes.Equal(m.Spec, []byte("null")) {
 		r.errorf("spec", "spec is required")
-		return false
+		return nil, false
 	}
 	var generic any
 	dec := json.NewDecoder(bytes.NewReader(m.Spec))
 	dec.UseNumber()
 	if err := dec.Decode(&generic); err != nil {
 		r.errorf("spec", "%v", err)
-		return false
+		return nil, false
 	}
 	before := len(r.out)
 	checkProtoFields(spec.ProtoReflect().Descriptor(), generic, "spec", r)
 	if len(r.out) > before {
 		// The walk names the fields; protojson would only repeat the first of them, less precisely.
-		return false
+		return nil, false
 	}
 	// Istio's own decoder reads durations the way Go writes them ("3m", "1h30m"), and its documentation
 	// uses that form; protojson wants seconds. The walk checked every duration, so each parses.
@@ -196,13 +198,42 @@ func decodeIstio(doc []byte, meta *Meta, spec proto.Message, r *reporter) bool {
 	js, err := json.Marshal(generic)
 	if err != nil {
 		r.errorf("spec", "%v", err)
-		return false
+		return nil, false
 	}
 	if err := protojson.Unmarshal(js, spec); err != nil {
 		r.errorf("spec", "%s", protoErrorPrefix.ReplaceAllString(err.Error(), ""))
-		return false
+		return nil, false
 	}
-	return true
+	return m.Status, true
+}
+
+// statusAddresses reads the addresses recorded in a ServiceEntry's status (Istio's
+// ServiceEntryStatus.addresses, each a value and the host it is for). Controllers write the status, so
+// what cannot be read is a warning and left out: the entry itself is fine.
+func statusAddresses(status json.RawMessage, r *reporter) []StatusAddress {
+	if len(status) == 0 {
+		return nil
+	}
+	var st struct {
+		Addresses []struct {
+			Value string `json:"value"`
+			Host  string `json:"host"`
+		} `json:"addresses"`
+	}
+	if err := json.Unmarshal(status, &st); err != nil {
+		r.warnf("status.addresses", "cannot be read (%v); ignored", strings.TrimPrefix(err.Error(), "json: "))
+		return nil
+	}
+	var out []StatusAddress
+	for i, a := range st.Addresses {
+		ip, err := netip.ParseAddr(a.Value)
+		if err != nil || a.Host == "" {
+			r.warnf(fmt.Sprintf("status.addresses[%d]", i), "needs an IP address as value and a host; ignored")
+			continue
+		}
+		out = append(out, StatusAddress{Host: a.Host, IP: ip.Unmap()})
+	}
+	return out
 }
 
 const durationName = "google.protobuf.Duration"

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -53,6 +54,10 @@ type Origin struct {
 	// order is what file order is among files (the oldest comes first, as in Istio). Zero for
 	// objects read from files, which therefore come before cluster objects.
 	Created time.Time
+	// Generation is a cluster object's metadata.generation: which version of its spec was read, so
+	// that what is said about the object (status conditions) names the version it is about. Zero
+	// for objects read from files.
+	Generation int64
 }
 
 // Compare orders origins by creation, then by file, then by position in the file.
@@ -130,6 +135,17 @@ type Object interface {
 type ServiceEntry struct {
 	Meta
 	Spec *networking.ServiceEntry
+	// StatusAddresses are the addresses a controller allocated to the entry's hosts and recorded in
+	// its status.addresses, where Istio records the addresses it allocates: local mode serves a host
+	// left without addresses on the one recorded for it, when there is one in VIPRange, so that every
+	// controller reading the entry serves the same address.
+	StatusAddresses []StatusAddress
+}
+
+// StatusAddress is one entry of a ServiceEntry's status.addresses.
+type StatusAddress struct {
+	Host string
+	IP   netip.Addr
 }
 
 // DestinationRule is an Istio DestinationRule: subsets and load balancing of a host.
@@ -294,12 +310,18 @@ func hashObject(h hash.Hash, obj Object) {
 	writeField(h, []byte(m.Origin.File))
 	writeField(h, binary.BigEndian.AppendUint64(nil, uint64(m.Origin.Document)))
 	writeField(h, []byte(m.Origin.Created.UTC().Format(time.RFC3339Nano)))
+	// A new generation is a new snapshot even when its spec reads the same, so that the proxies' ACK
+	// of the snapshot can tell that they run that generation.
+	writeField(h, binary.BigEndian.AppendUint64(nil, uint64(m.Origin.Generation)))
 	writeField(h, mustJSON(m.Labels))
 	writeField(h, mustJSON(m.Annotations))
 	var spec []byte
 	switch v := obj.(type) {
 	case *ServiceEntry:
 		spec = mustProto(v.Spec)
+		for _, a := range v.StatusAddresses {
+			spec = fmt.Appendf(spec, "\x00%s=%s", a.Host, a.IP)
+		}
 	case *DestinationRule:
 		spec = mustProto(v.Spec)
 	case *WorkloadEntry:

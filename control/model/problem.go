@@ -36,7 +36,24 @@ type Problem struct {
 	// Message says what is wrong, and for a warning what happens instead.
 	Message  string
 	Severity Severity
+	// Reason says, for problems that leave an object without effect because of other objects, which
+	// case it is (ReasonConflicted, ReasonNoHost), so that status conditions can say so; empty for
+	// the others.
+	Reason Reason
 }
+
+// Reason classifies a problem about how an object relates to others.
+type Reason string
+
+// The reasons Build gives.
+const (
+	// ReasonConflicted: another object claims the same thing (a host's MetaRouter, a protocol's
+	// ApplicationProtocol) and wins.
+	ReasonConflicted Reason = "Conflicted"
+	// ReasonNoHost: the object applies to a host that no service of the mesh serves with a
+	// meta-protocol port.
+	ReasonNoHost Reason = "NoHost"
+)
 
 // String formats the problem as "file: kind namespace/name: field: message", the form validate
 // prints, with "warning: " before the message of a warning. Parts not known are left out; an
@@ -109,6 +126,11 @@ func (r *reporter) errorf(field, format string, args ...any) {
 
 func (r *reporter) warnf(field, format string, args ...any) {
 	r.add(SeverityWarning, field, fmt.Sprintf(format, args...))
+}
+
+// because reports the last problem added as one of a reason.
+func (r *reporter) because(reason Reason) {
+	r.out[len(r.out)-1].Reason = reason
 }
 
 func (r *reporter) add(sev Severity, field, msg string) {

@@ -89,6 +89,9 @@ type Address struct {
 	IP netip.Addr
 	// Allocated is true for an address taken from VIPRange because the ServiceEntry gave none.
 	Allocated bool
+	// Recorded is true for an allocated address read from the ServiceEntry's status.addresses
+	// (StatusAddresses) rather than chosen by this Build.
+	Recorded bool
 }
 
 // Port is one port of a service and its endpoints.
@@ -277,6 +280,7 @@ func (b *builder) codecs() {
 			if first.Spec.Codec != ap.Spec.Codec {
 				r.warnf("spec.protocol", "protocol %q is already declared by %s (%s) with codec %q; ignored",
 					ap.Spec.Protocol, first.Key(), first.Origin, first.Spec.Codec)
+				r.because(ReasonConflicted)
 			}
 			b.keep(r)
 			continue
@@ -346,6 +350,7 @@ func (b *builder) serviceEntry(se *ServiceEntry, r *reporter) []*Service {
 		}
 		if other := b.snap.byHost[host]; other != nil {
 			r.errorf(field, "host %q is already defined by %s (%s); ignored", host, other.Entry.Key(), other.Entry.Origin)
+			r.because(ReasonConflicted)
 			continue
 		}
 		svc := &Service{Host: host, Entry: se, Resolution: spec.GetResolution(), Addresses: addrs}
@@ -498,11 +503,19 @@ func (b *builder) allocate() {
 			}
 		}
 	}
+	// Addresses recorded in a ServiceEntry's status come first, in file order, so that a host keeps
+	// the address every controller serves it on; the other hosts are given one.
 	var hosts []string
 	for _, svc := range b.snap.Services {
-		if len(svc.Addresses) == 0 && svc.HasMetaProtocol() {
-			hosts = append(hosts, svc.Host)
+		if len(svc.Addresses) > 0 || !svc.HasMetaProtocol() {
+			continue
 		}
+		if ip, ok := recordedVIP(svc, taken); ok {
+			taken[ip] = true
+			svc.Addresses = []Address{{IP: ip, Allocated: true, Recorded: true}}
+			continue
+		}
+		hosts = append(hosts, svc.Host)
 	}
 	vips, full := allocateVIPs(hosts, taken)
 	for _, svc := range b.snap.Services {
@@ -518,6 +531,18 @@ func (b *builder) allocate() {
 	}
 }
 
+// recordedVIP returns the address of VIPRange recorded for the service's host in its entry's status,
+// unless another service has it already. Addresses of other ranges (Istio's own allocations, which a
+// local proxy cannot bind) are not used.
+func recordedVIP(svc *Service, taken map[netip.Addr]bool) (netip.Addr, bool) {
+	for _, a := range svc.Entry.StatusAddresses {
+		if a.Host == svc.Host && VIPRange.Contains(a.IP) && !taken[a.IP] {
+			return a.IP, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
 func (b *builder) destinationRules() {
 	for _, dr := range b.snap.Objects.DestinationRules {
 		r := b.report(&dr.Meta)
@@ -526,9 +551,11 @@ func (b *builder) destinationRules() {
 		switch {
 		case svc == nil:
 			r.warnf("spec.host", "no ServiceEntry defines host %q; the rule applies to nothing", host)
+			r.because(ReasonNoHost)
 		case svc.DestinationRule != nil:
 			first := svc.DestinationRule
 			r.warnf("spec.host", "host %q already has %s (%s), which wins; ignored", host, first.Key(), first.Origin)
+			r.because(ReasonConflicted)
 		default:
 			svc.DestinationRule = dr
 			svc.LoadBalancer = svc.LoadBalancerFor(0, "")
@@ -588,11 +615,14 @@ func (b *builder) routers() {
 		switch {
 		case svc == nil:
 			r.warnf("spec.hosts[0]", "no ServiceEntry defines host %q; the router applies to nothing", host)
+			r.because(ReasonNoHost)
 		case !svc.HasMetaProtocol():
 			r.warnf("spec.hosts[0]", "host %q has no meta-protocol port; the router applies to nothing", host)
+			r.because(ReasonNoHost)
 		case svc.Router != nil:
 			first := svc.Router
 			r.warnf("spec.hosts[0]", "host %q is already routed by %s (%s), which came first; ignored", host, first.Key(), first.Origin)
+			r.because(ReasonConflicted)
 		default:
 			svc.Router = mr
 		}
@@ -699,6 +729,7 @@ func (b *builder) listeners() {
 					case first.svc.Entry != svc.Entry:
 						r.errorf(addressField(svc.Entry, a.IP), "%s is already served by host %q (%s, %s); not served for host %q",
 							ap, first.svc.Host, first.svc.Entry.Key(), first.svc.Entry.Origin, svc.Host)
+						r.because(ReasonConflicted)
 					}
 				}
 			}

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	dubbov1alpha1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
@@ -84,6 +85,7 @@ func validateServiceEntry(se *networking.ServiceEntry, r *reporter) {
 			r.errorf(f+".targetPort", "target port %d is not in 1-65535", p.GetTargetPort())
 		}
 	}
+	checkExportTo(se.GetExportTo(), true, r)
 	res := se.GetResolution()
 	if len(se.GetEndpoints()) > 0 && se.GetWorkloadSelector() != nil {
 		r.errorf("spec.workloadSelector", "endpoints and workloadSelector are mutually exclusive")
@@ -127,6 +129,7 @@ func validateDestinationRule(dr *networking.DestinationRule, r *reporter) {
 		r.errorf("spec.host", "host is required")
 	}
 	checkTrafficPolicy(dr.GetTrafficPolicy(), "spec.trafficPolicy", r)
+	checkExportTo(dr.GetExportTo(), false, r)
 	seen := map[string]bool{}
 	for i, s := range dr.GetSubsets() {
 		f := fmt.Sprintf("spec.subsets[%d]", i)
@@ -337,6 +340,7 @@ func validateMetaRouter(spec *v1alpha1.MetaRouterSpec, r *reporter) {
 	if len(spec.Routes) == 0 && spec.LocalRateLimit == nil && spec.GlobalRateLimit == nil {
 		r.errorf("spec", "at least one of routes, localRateLimit and globalRateLimit is required")
 	}
+	checkExportTo(spec.ExportTo, false, r)
 	for i, route := range spec.Routes {
 		f := fmt.Sprintf("spec.routes[%d]", i)
 		if route.Match != nil {
@@ -406,6 +410,42 @@ func validateMetaRouter(spec *v1alpha1.MetaRouterSpec, r *reporter) {
 			if d.DescriptorKey == "" {
 				r.errorf(fmt.Sprintf("%s.descriptors[%d].descriptorKey", f, i), "descriptorKey is required")
 			}
+		}
+	}
+}
+
+// checkExportTo applies Istio's rules to an exportTo list: each entry is "." (the object's own
+// namespace), "*" (every namespace) or a namespace name, and for a ServiceEntry also "~" (no
+// namespace); none twice ("." and the own namespace count as one); "*" and "~" only alone.
+func checkExportTo(exportTo []string, serviceEntry bool, r *reporter) {
+	seen := map[string]bool{}
+	for i, e := range exportTo {
+		f := fmt.Sprintf("spec.exportTo[%d]", i)
+		ns := e
+		if e == "." {
+			ns = r.meta.Namespace
+		}
+		switch {
+		case seen[ns] && ns != e:
+			r.errorf(f, "\".\" is namespace %q, which is listed already", ns)
+		case seen[ns]:
+			r.errorf(f, "%q is listed twice", e)
+		case e == "*", e == ".", e == "~" && serviceEntry:
+		case e == "~":
+			r.errorf(f, "\"~\" (no namespace) is for ServiceEntries only")
+		default:
+			if errs := validation.IsDNS1123Label(e); len(errs) > 0 {
+				r.errorf(f, "%q is neither \".\", \"*\" nor a namespace name: %s", e, strings.Join(errs, "; "))
+			}
+		}
+		seen[ns] = true
+	}
+	if len(exportTo) > 1 {
+		if seen["*"] {
+			r.errorf("spec.exportTo", "\"*\" exports to every namespace and cannot be listed with other entries")
+		}
+		if seen["~"] && serviceEntry {
+			r.errorf("spec.exportTo", "\"~\" exports to no namespace and cannot be listed with other entries")
 		}
 	}
 }

@@ -35,6 +35,8 @@ type node struct {
 	snapKey      string
 	// pending is the model change whose config the node has been sent and not yet ACKed in full.
 	pending *change
+	// translateErr is why the config of modelVersion could not be made; the node keeps snap.
+	translateErr error
 }
 
 // change is one call of Update.
@@ -176,6 +178,7 @@ func (s *Server) attach(st *stream, pn *corev3.Node) error {
 	} else if len(n.streams) == 0 {
 		s.scheduleForget(n)
 	}
+	s.notifyLocked()
 	s.mu.Unlock()
 	s.sync(n)
 	return nil
@@ -195,6 +198,7 @@ func (s *Server) detach(key streamKey) {
 		return
 	}
 	delete(n.streams, st)
+	s.notifyLocked()
 	s.log.Debug("xds: proxy stream closed", "node", n.id, "streams", len(n.streams))
 	if len(n.streams) == 0 {
 		s.metrics.connected.Dec()
@@ -231,6 +235,7 @@ func (s *Server) forgetNode(id string, gen uint64) {
 		return
 	}
 	delete(s.nodes, id)
+	s.notifyLocked()
 	s.mu.Unlock()
 	s.cache.ClearSnapshot(id)
 }
@@ -291,6 +296,7 @@ func (s *Server) onRequest(key streamKey, pn *corev3.Node, a answer) error {
 		ts.nackVersion, ts.nackReason = "", ""
 		done = s.ackedAll(n)
 	}
+	s.notifyLocked()
 	s.mu.Unlock()
 
 	if a.nack {
@@ -375,7 +381,22 @@ func (c cacheLogger) logf(level slog.Level, format string, args []any) {
 	c.l.Log(context.Background(), level, "xds: "+fmt.Sprintf(format, args...))
 }
 
-// ProxyStatus is what the server knows of one proxy, for operators (config dumps, debugging).
+// Changes returns a channel that is closed the next time what Proxies returns may change: a proxy
+// connects or leaves, is sent a config, or answers one.
+func (s *Server) Changes() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// notifyLocked wakes those waiting on Changes. s.mu must be held.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// ProxyStatus is what the server knows of one proxy, for operators (config dumps, debugging) and for
+// telling which config the proxies run (status conditions).
 type ProxyStatus struct {
 	// ID is the xDS node id.
 	ID string
@@ -389,6 +410,9 @@ type ProxyStatus struct {
 	Versions map[string]string
 	// Synced is true when the proxy has ACKed the version of every type it subscribes to.
 	Synced bool
+	// Error is why the config of ModelVersion could not be made, when it could not: the proxy keeps
+	// the config it had, which Synced is about.
+	Error string
 }
 
 // Proxies returns the status of every proxy the server knows, sorted by id.
@@ -404,6 +428,9 @@ func (s *Server) Proxies() []ProxyStatus {
 				p.Versions[typ] = n.snap.GetVersion(typ)
 			}
 			p.Synced = s.upToDate(n)
+		}
+		if n.translateErr != nil {
+			p.Error = n.translateErr.Error()
 		}
 		out = append(out, p)
 	}

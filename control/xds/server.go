@@ -86,6 +86,8 @@ type Server struct {
 	forgetGen uint64
 	stopped   bool
 	converged func(nodeID string, modelVersion uint64, took time.Duration) // test hook
+	// changed is closed, and replaced, whenever what Proxies returns may have changed.
+	changed chan struct{}
 }
 
 // output is one translation, shared by every node with the same share key.
@@ -108,6 +110,7 @@ func New(opts Options) (*Server, error) {
 		grpcOptions: opts.GRPCOptions,
 		nodes:       map[string]*node{},
 		streams:     map[streamKey]*stream{},
+		changed:     make(chan struct{}),
 	}
 	if s.translate == nil {
 		s.translate = translate.Translate
@@ -273,6 +276,8 @@ func (s *Server) push(n *node, ch *change) bool {
 
 	s.mu.Lock()
 	n.modelVersion, n.snapKey = s.model.Version, key
+	n.translateErr = out.err
+	s.notifyLocked()
 	if out.err != nil {
 		s.mu.Unlock()
 		return false

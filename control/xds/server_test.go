@@ -339,7 +339,16 @@ func TestTranslationErrorKeepsTheLastConfig(t *testing.T) {
 	p := connectADS(t, h.addr, proxyNode(t, "p1", "local"))
 	p.bootstrap()
 	pushes := h.metric(t, "meltemi_controller_pushes_total")
+	changes := h.srv.Changes()
 	h.srv.Update(modelSnapshot(2, "broken"))
+	select {
+	case <-changes:
+	default:
+		t.Error("a failed translation is no change of the proxies' status")
+	}
+	if st := h.srv.Proxies(); len(st) != 1 || st[0].ModelVersion != 2 || !strings.Contains(st[0].Error, "no codec for port 20880") {
+		t.Errorf("status after a failed translation %+v, want model version 2 and its error", st)
+	}
 	if got := h.metric(t, "meltemi_controller_translate_errors_total"); got != 1 {
 		t.Errorf("translate errors = %v, want 1", got)
 	}
@@ -354,6 +363,40 @@ func TestTranslationErrorKeepsTheLastConfig(t *testing.T) {
 	p.ack(got[resource.EndpointType], "svc-local")
 	p.ack(got[resource.RouteType], "svc-local")
 	h.waitConverged(t, 3, "p1")
+	if st := h.srv.Proxies(); st[0].Error != "" || !st[0].Synced {
+		t.Errorf("status once fixed %+v", st[0])
+	}
+}
+
+func TestChangesWakeUpOnEveryProxyEvent(t *testing.T) {
+	h := start(t, xds.Options{})
+	h.srv.Update(modelSnapshot(1, "a"))
+	woken := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	before := h.srv.Changes()
+	p := connectADS(t, h.addr, proxyNode(t, "p1", "local"))
+	p.bootstrap()
+	if !woken(before) {
+		t.Error("a proxy that connected and took its config did not wake up Changes")
+	}
+	synced := h.srv.Changes()
+	h.srv.Update(modelSnapshot(2, "b"))
+	if !woken(synced) {
+		t.Error("a push did not wake up Changes")
+	}
+	acked := h.srv.Changes()
+	got := p.expectAll(resource.EndpointType, resource.RouteType)
+	p.ack(got[resource.EndpointType], "svc-local")
+	eventually(t, "an ACK to wake up Changes", func() bool { return woken(acked) })
+	if woken(h.srv.Changes()) {
+		t.Error("a fresh channel is closed already")
+	}
 }
 
 func TestTranslatorPanicIsAnError(t *testing.T) {

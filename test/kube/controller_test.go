@@ -158,3 +158,46 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestControllerRBAC runs `meltemi controller --kube` with every singleton and the webhook server as
+// the ServiceAccount of deploy/kubernetes/controller-rbac.yaml, holding nothing but its roles: it
+// leads, reports, writes conditions, records addresses, keeps the webhook's Secret and patches the
+// caBundle, and is never refused.
+func TestControllerRBAC(t *testing.T) {
+	c := kubetest.Start(t)
+	rbac, err := os.ReadFile(filepath.Join("..", "..", "deploy", "kubernetes", "controller-rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Apply(t, "", string(rbac))
+	bin := meshtest.Build(t, t.TempDir())
+	host := meshtest.NewNet().Host(1)
+	webhookAddr := meshtest.FreeAddr(t, host)
+	cfg := webhookManifest(t, "https://"+webhookAddr)
+	if err := c.Client.Create(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Delete(t, cfg) })
+	kubeconfig := c.UserKubeConfig(t, "system:serviceaccount:meltemi-system:meltemi-controller")
+	r := startReplica(t, bin, kubeconfig, host, "controller", "--webhook-addr", webhookAddr, "--webhook-hosts", host)
+	waitLeader(t, c, r)
+
+	c.Apply(t, "shop", shop+"---\n"+unaddressed("plain", "plain.shop.example"))
+	waitConditions(t, c, metaRouterGVK, "shop", "demo", accepted, noProxies)
+	waitRecorded(t, c, "plain", "plain.shop.example")
+	meshtest.Poll(t, waitLimit, "the webhook to refuse a bad MetaRouter", func() bool {
+		u := kubetest.MustDecodeOne(t, "apiVersion: metaprotocol.aeraki.io/v1alpha1\nkind: MetaRouter\n"+
+			"metadata: {name: bad, namespace: shop}\nspec: {hosts: [demo.shop.svc.cluster.local]}\n")
+		err := c.Client.Create(t.Context(), u)
+		if err == nil {
+			c.Delete(t, u)
+		}
+		return err != nil && strings.Contains(err.Error(), "MetaRouter shop/bad: spec: at least one of routes")
+	})
+	// Config problems are warnings too; what goes wrong talking to the API server says it is retried.
+	for _, bad := range []string{"forbidden", "retrying", "level=ERROR"} {
+		if out := r.proc.Output(); strings.Contains(out, bad) {
+			t.Errorf("%q in the controller's log:\n%s", bad, grepLines(out, bad))
+		}
+	}
+}

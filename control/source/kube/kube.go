@@ -51,6 +51,13 @@ const DefaultClusterDomain = "cluster.local"
 // sourceName prefixes the origin of every object this source reads ("kube:MetaRouter default/x").
 const sourceName = "kube"
 
+// FromCluster reports whether an object or problem with this origin and key is the cluster object
+// of that key, as this source read it (rather than an object of a folder, or one it made from
+// another kind).
+func FromCluster(o model.Origin, k model.Key) bool {
+	return k.Name != "" && o.File == model.ClusterOrigin(sourceName, k, o.Created).File
+}
+
 // Options configure a Source; zero values take the defaults.
 type Options struct {
 	// Model is passed to model.Build for every snapshot.
@@ -436,6 +443,7 @@ func (s *Source) decode(u *unstructured.Unstructured) decodedObject {
 	}
 	key := model.Key{Kind: model.Kind(u.GetKind()), Namespace: cmp.Or(u.GetNamespace(), model.DefaultNamespace), Name: u.GetName()}
 	origin := model.ClusterOrigin(sourceName, key, u.GetCreationTimestamp().Time)
+	origin.Generation = u.GetGeneration()
 	d := decodedObject{resourceVersion: u.GetResourceVersion(), key: key}
 	doc, err := json.Marshal(u.Object)
 	if err != nil {

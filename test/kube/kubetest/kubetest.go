@@ -228,7 +228,14 @@ func decodeCRDs(data []byte) ([]*apiextensionsv1.CustomResourceDefinition, error
 // folder and returns its path, for commands run as child processes.
 func (c *Cluster) KubeConfig(t testing.TB) string {
 	t.Helper()
-	user, err := c.env.AddUser(envtest.User{Name: "meltemi-test-admin", Groups: []string{"system:masters"}}, nil)
+	return c.UserKubeConfig(t, "meltemi-test-admin", "system:masters")
+}
+
+// UserKubeConfig writes a kubeconfig file for a user of that name in those groups, whose rights are
+// whatever RBAC grants them (a ServiceAccount's, for the name system:serviceaccount:NAMESPACE:NAME).
+func (c *Cluster) UserKubeConfig(t testing.TB, name string, groups ...string) string {
+	t.Helper()
+	user, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
